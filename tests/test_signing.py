@@ -1,0 +1,74 @@
+"""Signing follows the protocol page to the letter."""
+
+from worker.pooul.signing import canonical_string, sign, verify, verify_any
+
+VECTOR = {
+    "appid": "wxd930ea5d5a258f4f",
+    "mch_id": "10000100",
+    "device_info": "1000",
+    "body": "test",
+    "nonce_str": "ibuaiVcKdpRxkhJA",
+}
+VECTOR_KEY = "192006250b4c09247ec02edce69f6a2d"
+
+
+def test_published_vector():
+    """The widely published vector gives the published signature."""
+    assert sign(VECTOR, VECTOR_KEY) == "9A0A8659F005D6984697E2CA0A9CF3B7"
+
+
+def test_verify_accepts_lower_case_and_rejects_other_signatures():
+    """Hex case does not matter; any other digest fails."""
+    assert verify(VECTOR, "9a0a8659f005d6984697e2ca0a9cf3b7", VECTOR_KEY)
+    assert not verify(VECTOR, "9A0A8659F005D6984697E2CA0A9CF3B8", VECTOR_KEY)
+    assert not verify(VECTOR, "", VECTOR_KEY)
+    assert not verify(VECTOR, "签名", VECTOR_KEY)
+
+
+def test_sign_and_sign_type_handling():
+    """`sign` is excluded, `sign_type` is signed like any other field."""
+    with_sign = {**VECTOR, "sign": "whatever"}
+    assert sign(with_sign, VECTOR_KEY) == sign(VECTOR, VECTOR_KEY)
+    assert sign({**VECTOR, "sign_type": "MD5"}, VECTOR_KEY) != sign(VECTOR, VECTOR_KEY)
+
+
+def test_null_and_empty_dropped_falsy_kept():
+    """null and "" vanish from the string; 0 and false stay."""
+    fields = {"b": None, "a": "", "c": 0, "d": False, "e": True, "f": 12}
+    assert canonical_string(fields) == "c=0&d=false&e=true&f=12"
+
+
+def test_ascii_order_and_raw_values():
+    """Upper case sorts before lower case; values are not URL-encoded."""
+    fields = {"b": "x y&z", "B": "1", "a_b": "/?=", "a": "2"}
+    assert canonical_string(fields) == "B=1&a=2&a_b=/?=&b=x y&z"
+
+
+def test_chinese_text_signed_as_utf8():
+    """Chinese text is hashed as UTF-8 bytes, so changing one character changes the digest."""
+    fields = {"body": "测试商品", "total_fee": 12}
+    signature = sign(fields, "k")
+    assert len(signature) == 32 and signature == signature.upper()
+    assert verify(fields, signature, "k")
+    assert not verify({**fields, "body": "测试商吕"}, signature, "k")
+
+
+def test_unknown_extra_fields_are_covered():
+    """A field the docs do not list is still part of the signature."""
+    fields = {"trade_id": "1", "new_platform_field": "v"}
+    signature = sign(fields, "k")
+    assert not verify({"trade_id": "1"}, signature, "k")
+    assert verify(fields, signature, "k")
+
+
+def test_integer_and_string_integers_sign_alike():
+    """`total_fee=12` renders the same whether the platform sent 12 or "12"."""
+    assert sign({"total_fee": 12}, "k") == sign({"total_fee": "12"}, "k")
+
+
+def test_rotation_accepts_any_active_key():
+    """During a key rotation any active key verifies."""
+    signature = sign(VECTOR, "old")
+    assert verify_any(VECTOR, signature, ["new", "old"])
+    assert not verify_any(VECTOR, signature, ["new"])
+    assert not verify_any(VECTOR, signature, [])

