@@ -1,0 +1,96 @@
+"""Errors of the Pooul client. `retryable` is a property of the type, never of string matching.
+
+PooulError
+├── MerchantKeyMissing              no key configured for the merchant (permanent)
+├── TransportError                  connection failed, HTTP 5xx, unparseable body (retryable)
+│   └── PooulTimeout                connect or total timeout (retryable)
+├── ResponseSignatureError          response `data` did not verify: never used (retryable)
+└── PlatformError(code, msg, data)  the platform answered code != 0
+    ├── RetryablePlatformError      108 outside service hours, 600 channel error, 601 channel timeout
+    ├── PermanentPlatformError      100, 101, 103, 200, 201, 202, 1500 and unknown codes
+    ├── DuplicateOrder              107: an earlier attempt with this mch_trade_id reached the platform
+    └── OrderNotFound               301
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from schemas.codes import ResultCode
+
+__all__ = [
+    "DuplicateOrder",
+    "MerchantKeyMissing",
+    "OrderNotFound",
+    "PermanentPlatformError",
+    "PlatformError",
+    "PooulError",
+    "PooulTimeout",
+    "ResponseSignatureError",
+    "RetryablePlatformError",
+    "TransportError",
+    "platform_error",
+]
+
+
+class PooulError(Exception):
+    """Root of every client error; `retryable` says whether the same call may succeed later."""
+
+    retryable: ClassVar[bool] = False
+
+
+class MerchantKeyMissing(PooulError):
+    """No MD5 key is configured for the merchant (POOUL_MERCHANT_KEYS)."""
+
+
+class TransportError(PooulError):
+    """The call did not produce a usable answer: connection failure, HTTP 5xx, garbage body."""
+
+    retryable = True
+
+
+class PooulTimeout(TransportError):
+    """No answer within the connect or total timeout. The platform may still have acted."""
+
+
+class ResponseSignatureError(PooulError):
+    """The response's `data` signature did not verify; its content must not be trusted."""
+
+    retryable = True
+
+
+class PlatformError(PooulError):
+    """The platform answered with `code != 0`."""
+
+    def __init__(self, code: int, msg: str | None, data: dict[str, Any] | None = None) -> None:
+        super().__init__(f"pooul code {code}: {msg or 'no message'}")
+        self.code = code
+        self.msg = msg
+        self.data = data
+
+
+class RetryablePlatformError(PlatformError):
+    retryable = True
+
+
+class PermanentPlatformError(PlatformError):
+    pass
+
+
+class DuplicateOrder(PlatformError):
+    """Code 107: recover the existing order by query, never retry with a new mch_trade_id."""
+
+
+class OrderNotFound(PlatformError):
+    """Code 301."""
+
+
+def platform_error(code: int, msg: str | None, data: dict[str, Any] | None = None) -> PlatformError:
+    """The typed error for a non-zero `code`; unknown codes are permanent (no retry storms)."""
+    if code == ResultCode.DUPLICATE_ORDER:
+        return DuplicateOrder(code, msg, data)
+    if code == ResultCode.ORDER_NOT_FOUND:
+        return OrderNotFound(code, msg, data)
+    if code in ResultCode.__members__.values() and ResultCode(code).retryable:
+        return RetryablePlatformError(code, msg, data)
+    return PermanentPlatformError(code, msg, data)
