@@ -1,0 +1,244 @@
+"""The notify sender: signed notifies to `notify_url`, the scaled retry schedule, attempt records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.fixtures.broker import MERCHANT_ID, MERCHANT_KEY
+from tests.sandbox.wire import PAY, QUERY, call, control, data_verifies, pay_fields
+from worker.sandbox import RETRY_INTERVALS, SandboxServer
+
+
+async def _order(
+    http: aiohttp.ClientSession, sandbox: SandboxServer, notify_url: str, **overrides: Any
+) -> dict[str, Any]:
+    fields = pay_fields(
+        MERCHANT_ID, "N" + uuid.uuid4().hex[:20], notify_url=notify_url, **overrides
+    )
+    response = await call(http, sandbox.url, PAY, fields, MERCHANT_KEY)
+    assert response["code"] == 0, response
+    data: dict[str, Any] = response["data"]
+    return data
+
+
+async def _settled(
+    http: aiohttp.ClientSession, sandbox: SandboxServer, trade_id: str
+) -> dict[str, Any]:
+    """The order once none of its notifications is still pending."""
+    async with asyncio.timeout(20):
+        while True:
+            _, order = await control(http, sandbox.url, "GET", f"/sandbox/orders/{trade_id}")
+            if order["notifications"] and all(
+                n["status"] != "pending" for n in order["notifications"]
+            ):
+                settled: dict[str, Any] = order
+                return settled
+            await asyncio.sleep(0.01)
+
+
+async def test_control_pay_delivers_a_signed_notify(sandbox, notify_receiver, http):
+    """Paying through the control API POSTs a notify signed over data with the merchant key,
+    whose data matches the query, and records one successful delivery."""
+    created = await _order(http, sandbox, notify_receiver.url, attach="a=1")
+    status, paid = await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay"
+    )
+    assert status == 200 and paid["trade_state"] == 0
+    [notify] = await notify_receiver.wait_for(1)
+    envelope = notify.json
+    assert envelope["code"] == 0 and envelope["sign_type"] == "md5"
+    assert data_verifies(envelope, MERCHANT_KEY)
+    data = envelope["data"]
+    assert data["trade_id"] == created["trade_id"] and data["trade_state"] == 0
+    assert data["merchant_id"] == MERCHANT_ID and data["mch_trade_id"] == created["mch_trade_id"]
+    assert data["attach"] == "a=1" and data["pay_type"] == "alipay.jsapi"
+    assert isinstance(data["fund_bill_list"], str)
+    query = await call(
+        http,
+        sandbox.url,
+        QUERY,
+        {"merchant_id": MERCHANT_ID, "trade_id": created["trade_id"]},
+        MERCHANT_KEY,
+    )
+    for name in ("out_trade_id", "ch_trade_id", "time_end", "buyer_user_id", "fund_bill_list"):
+        assert data[name] == query["data"][name]
+    order = await _settled(http, sandbox, created["trade_id"])
+    [attempt] = order["notify_attempts"]
+    assert attempt["outcome"] == "success" and attempt["http_status"] == 200
+    assert attempt["delivery"] == 1 and attempt["body"] == "success"
+    assert order["notifications"][0]["status"] == "delivered"
+
+
+async def test_failing_receiver_gets_retries_on_the_scaled_schedule(sandbox, notify_receiver, http):
+    """A receiver failing 3 times gets deliveries 2-4 no sooner than the scaled intervals, and
+    nothing after its `success`; every attempt carries the same signed body."""
+    notify_receiver.fail_first = 3
+    created = await _order(http, sandbox, notify_receiver.url)
+    await control(http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+    order = await _settled(http, sandbox, created["trade_id"])
+    attempts = order["notify_attempts"]
+    assert [a["outcome"] for a in attempts] == ["rejected"] * 3 + ["success"]
+    assert [a["delivery"] for a in attempts] == [1, 2, 3, 4]
+    scale = 0.001
+    for before, after, interval in zip(attempts, attempts[1:], RETRY_INTERVALS, strict=False):
+        # Tolerance: wall-clock stamps vs the loop's monotonic timer.
+        assert after["at"] - before["at"] >= interval * scale - 0.0005
+    await asyncio.sleep(RETRY_INTERVALS[3] * scale * 2)
+    received = notify_receiver.received
+    assert len(received) == 4
+    assert len({r.body for r in received}) == 1
+
+
+async def test_receiver_never_answering_success_gets_exactly_ten_deliveries(
+    make_sandbox, notify_receiver, http
+):
+    """Without a `success` answer the sandbox delivers exactly 10 times, then gives up."""
+    server = await make_sandbox(time_scale=0.0001)
+    notify_receiver.answer = "fail"
+    created = await _order(http, server, notify_receiver.url)
+    await control(http, server.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+    order = await _settled(http, server, created["trade_id"])
+    assert [a["delivery"] for a in order["notify_attempts"]] == list(range(1, 11))
+    assert order["notifications"][0]["status"] == "gave_up"
+    assert len(notify_receiver.received) == 10
+    gaps = [
+        b["at"] - a["at"]
+        for a, b in zip(order["notify_attempts"], order["notify_attempts"][1:], strict=False)
+    ]
+    assert all(
+        gap >= interval * 0.0001 - 0.0005
+        for gap, interval in zip(gaps, RETRY_INTERVALS, strict=True)
+    )
+
+
+async def test_success_is_case_insensitive_and_trimmed(sandbox, notify_receiver, http):
+    """An answer of `  SUCCESS\\n` acknowledges the notify; `success!` or HTTP answers without it
+    do not."""
+    notify_receiver.answer = "  SUCCESS\n"
+    notify_receiver.fail_first = 2
+    notify_receiver.fail_answer = "success!"
+    created = await _order(http, sandbox, notify_receiver.url)
+    await control(http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+    order = await _settled(http, sandbox, created["trade_id"])
+    assert [a["outcome"] for a in order["notify_attempts"]] == ["rejected", "rejected", "success"]
+
+
+async def test_slow_answer_counts_as_failure(make_sandbox, notify_receiver, http):
+    """An answer later than the notify deadline is a failed delivery (outcome timeout), retried."""
+    server = await make_sandbox(notify_timeout=0.2)
+    notify_receiver.delay = 0.5
+    created = await _order(http, server, notify_receiver.url)
+    await control(http, server.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+    await notify_receiver.wait_for(2)
+    notify_receiver.delay = 0.0
+    order = await _settled(http, server, created["trade_id"])
+    outcomes = [a["outcome"] for a in order["notify_attempts"]]
+    assert outcomes[0] == "timeout" and outcomes[-1] == "success"
+
+
+async def test_unreachable_notify_url_is_recorded_as_connection_error(sandbox, http):
+    """A notify_url nobody listens on is recorded as connection errors, with the error text."""
+    created = await _order(http, sandbox, "http://127.0.0.1:9/pooul/notify")
+    await control(http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+    async with asyncio.timeout(10):
+        while True:
+            _, order = await control(
+                http, sandbox.url, "GET", f"/sandbox/orders/{created['trade_id']}"
+            )
+            if len(order["notify_attempts"]) >= 2:
+                break
+            await asyncio.sleep(0.01)
+    first = order["notify_attempts"][0]
+    assert first["outcome"] == "connection_error" and first["error"]
+    assert first["http_status"] is None
+
+
+async def test_fail_and_close_notify_their_states(sandbox, notify_receiver, http):
+    """Control fail and close move the order to 7 and 3 and notify those states."""
+    failed = await _order(http, sandbox, notify_receiver.url)
+    closed = await _order(http, sandbox, notify_receiver.url)
+    status, body = await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{failed['trade_id']}/fail"
+    )
+    assert (status, body["trade_state"]) == (200, 7)
+    status, body = await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{closed['trade_id']}/close"
+    )
+    assert (status, body["trade_state"]) == (200, 3)
+    notifies = await notify_receiver.wait_for(2)
+    states = {n.data["trade_id"]: n.data["trade_state"] for n in notifies}
+    assert states == {failed["trade_id"]: 7, closed["trade_id"]: 3}
+    assert all(data_verifies(n.json, MERCHANT_KEY) for n in notifies)
+
+
+async def test_pay_with_other_amount_reports_the_paid_amount(sandbox, notify_receiver, http):
+    """`pay` with a `total_fee` body notifies and reports the amount actually paid."""
+    created = await _order(http, sandbox, notify_receiver.url, total_fee=100)
+    await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay", {"total_fee": 1}
+    )
+    [notify] = await notify_receiver.wait_for(1)
+    assert notify.data["total_fee"] == 1
+    assert '"amount":"0.01"' in notify.data["fund_bill_list"]
+
+
+async def test_pay_without_notify_sends_nothing(sandbox, notify_receiver, http):
+    """`{"notify": false}` settles the order silently (for tests of the reconciliation path)."""
+    created = await _order(http, sandbox, notify_receiver.url)
+    status, order = await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay", {"notify": False}
+    )
+    assert status == 200 and order["trade_state"] == 0 and order["notifications"] == []
+    await asyncio.sleep(0.05)
+    assert notify_receiver.received == []
+
+
+async def test_expired_order_cannot_be_paid(sandbox, notify_receiver, http):
+    """An order past its time_expire stays unpaid: control pay answers 409 naming the expiry."""
+    created = await _order(http, sandbox, notify_receiver.url, time_expire=int(time.time()) - 1)
+    status, body = await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay"
+    )
+    assert status == 409 and "expired" in body["error"]
+    _, order = await control(http, sandbox.url, "GET", f"/sandbox/orders/{created['trade_id']}")
+    assert order["trade_state"] == 2
+    status, body = await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/close"
+    )
+    assert status == 200 and body["trade_state"] == 3
+
+
+async def test_stop_cancels_pending_notifies(make_sandbox, notify_receiver, http):
+    """Stopping the sandbox cancels a notify waiting for its next retry; nothing arrives after."""
+    server = await make_sandbox(time_scale=1.0)
+    notify_receiver.answer = "fail"
+    created = await _order(http, server, notify_receiver.url)
+    await control(http, server.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+    await notify_receiver.wait_for(1)
+    order = server.sandbox.store.get(created["trade_id"])
+    assert order is not None
+    await server.stop()
+    assert order.notifications[0].status == "cancelled"
+    assert server.sandbox.notifier.pending == 0
+    assert len(notify_receiver.received) == 1
+
+
+@pytest.mark.parametrize("action", ["pay", "fail"])
+async def test_settled_order_refuses_a_second_settlement(sandbox, http, action):
+    """A paid or failed order cannot be paid, failed or closed again (409)."""
+    created = await _order(http, sandbox, "http://127.0.0.1:9/n")
+    trade_id = created["trade_id"]
+    await control(
+        http, sandbox.url, "POST", f"/sandbox/orders/{trade_id}/{action}", {"notify": False}
+    )
+    for again in ("pay", "fail", "close"):
+        status, body = await control(
+            http, sandbox.url, "POST", f"/sandbox/orders/{trade_id}/{again}"
+        )
+        assert status == 409, (action, again, body)

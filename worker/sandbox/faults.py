@@ -1,0 +1,98 @@
+"""Fault injection: what to break, for whom, and the random draws that decide each call.
+
+    faults.set(FaultConfig(error_500_rate=0.2))                       # every merchant
+    faults.set(FaultConfig(merchant_id="888", latency_ms=[50, 200]))  # that merchant only
+    config = faults.for_merchant("888")                               # the config in force
+
+A merchant's own config replaces the global one for that merchant (no field-by-field merge), so
+what `GET /sandbox/faults` shows for a merchant is exactly what applies to it.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["FaultConfig", "Faults"]
+
+_Rate = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class FaultConfig(BaseModel):
+    """One scope's faults (`merchant_id` None = global); every field defaults to "no fault"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    merchant_id: str | None = None
+    latency_ms: float | tuple[float, float] = 0.0
+    error_500_rate: float = _Rate
+    code_601_rate: float = _Rate
+    bad_signature_rate: float = _Rate
+    create_then_timeout_rate: float = _Rate
+    hang_seconds: float = Field(default=30.0, ge=0.0)
+    notify_duplicates: int = Field(default=0, ge=0, le=100)
+    notify_loss_rate: float = _Rate
+    forge_notify_rate: float = _Rate
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _latency(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
+        low, high = value if isinstance(value, tuple) else (value, value)
+        if low < 0 or high < low:
+            raise ValueError("latency_ms is a number >= 0 or [min, max] with 0 <= min <= max")
+        return value
+
+
+class Faults:
+    """The fault configs in force and the seeded draws made against them.
+
+    Draws only consume randomness when the rate is strictly between 0 and 1, so a seeded run
+    is reproducible and switching a fault off does not shift unrelated draws.
+    """
+
+    def __init__(self, *, rng: random.Random) -> None:
+        self._rng = rng
+        self._global = FaultConfig()
+        self._merchants: dict[str, FaultConfig] = {}
+
+    def set(self, config: FaultConfig) -> None:
+        """Replace the config of `config.merchant_id`'s scope (None = global)."""
+        if config.merchant_id is None:
+            self._global = config
+        else:
+            self._merchants[config.merchant_id] = config
+
+    def reset(self, merchant_id: str | None = None) -> None:
+        """Back to no faults: everything, or only one merchant's own config."""
+        if merchant_id is None:
+            self._global = FaultConfig()
+            self._merchants.clear()
+        else:
+            self._merchants.pop(merchant_id, None)
+
+    def for_merchant(self, merchant_id: str | None) -> FaultConfig:
+        if merchant_id is not None and merchant_id in self._merchants:
+            return self._merchants[merchant_id]
+        return self._global
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "global": self._global.model_dump(mode="json"),
+            "merchants": {m: c.model_dump(mode="json") for m, c in self._merchants.items()},
+        }
+
+    def hit(self, rate: float) -> bool:
+        """True with probability `rate`."""
+        if rate <= 0.0:
+            return False
+        if rate >= 1.0:
+            return True
+        return self._rng.random() < rate
+
+    def latency_seconds(self, config: FaultConfig) -> float:
+        """The added latency for one call: fixed, or uniform in [min, max]."""
+        if isinstance(config.latency_ms, tuple):
+            low, high = config.latency_ms
+            return (low if low == high else self._rng.uniform(low, high)) / 1000.0
+        return config.latency_ms / 1000.0
