@@ -15,6 +15,7 @@ from worker.broker import free_port
 from worker.pooul import PooulClient
 from worker.pooul.errors import (
     DuplicateOrder,
+    MalformedResponse,
     MerchantKeyMissing,
     OrderNotFound,
     PermanentPlatformError,
@@ -176,6 +177,15 @@ async def test_garbage_body_is_transport_error(gateway, client):
     gw.respond = lambda body: web.Response(text="<html>oops</html>")
     with pytest.raises(TransportError):
         await client.query_order(MERCHANT_ID, trade_id="P1")
+
+
+async def test_verified_answer_without_trade_id_is_malformed(gateway, client):
+    """A correctly signed success that lacks trade_id is a retryable MalformedResponse."""
+    gw, _ = gateway
+    gw.respond = lambda body: signed({"mch_trade_id": "T-1"})
+    with pytest.raises(MalformedResponse) as caught:
+        await client.create_order(order_request())
+    assert caught.value.retryable
 
 
 async def test_slow_gateway_times_out(gateway, client):

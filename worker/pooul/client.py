@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import secrets
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from schemas.pooul import (
     CloseRequest,
@@ -25,6 +26,7 @@ from schemas.pooul import (
     UnifiedOrderRequest,
 )
 from worker.pooul.errors import (
+    MalformedResponse,
     MerchantKeyMissing,
     PooulTimeout,
     ResponseSignatureError,
@@ -35,6 +37,8 @@ from worker.pooul.signing import sign, verify_any
 from worker.settings import MerchantKeys, Settings
 
 __all__ = ["CLOSE_PATH", "PAY_PATH", "QUERY_PATH", "PooulClient", "new_nonce"]
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 PAY_PATH = "/paygate/merchant_info/pay"
 QUERY_PATH = "/paygate/merchant_info/query"
@@ -117,7 +121,7 @@ class PooulClient:
     async def create_order(self, request: UnifiedOrderRequest) -> OrderResponseData:
         """Unified order. On `PooulTimeout` the order may exist: retry with the same mch_trade_id."""
         data = await self._call(PAY_PATH, request.merchant_id, request.to_fields())
-        return OrderResponseData.model_validate(data)
+        return _validated(OrderResponseData, data, PAY_PATH)
 
     async def query_order(
         self, merchant_id: str, *, trade_id: str | None = None, mch_trade_id: str | None = None
@@ -127,7 +131,7 @@ class PooulClient:
             merchant_id=merchant_id, trade_id=trade_id, mch_trade_id=mch_trade_id
         )
         data = await self._call(QUERY_PATH, merchant_id, request.to_fields())
-        return QueryData.model_validate(data)
+        return _validated(QueryData, data, QUERY_PATH)
 
     async def close_order(
         self, merchant_id: str, *, trade_id: str | None = None, mch_trade_id: str | None = None
@@ -177,6 +181,14 @@ class PooulClient:
             raise PooulTimeout(f"{path}: no answer within {self._timeout.total} s") from None
         except aiohttp.ClientError as exc:
             raise TransportError(f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+def _validated(model: type[_Model], data: dict[str, Any], path: str) -> _Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+        raise MalformedResponse(f"{path}: verified answer with bad or missing {fields}") from None
 
 
 def _parse_envelope(raw: bytes) -> ResponseEnvelope:

@@ -20,6 +20,7 @@ from schemas.codes import ResultCode
 
 __all__ = [
     "DuplicateOrder",
+    "MalformedResponse",
     "MerchantKeyMissing",
     "OrderNotFound",
     "PermanentPlatformError",
@@ -51,6 +52,10 @@ class TransportError(PooulError):
 
 class PooulTimeout(TransportError):
     """No answer within the connect or total timeout. The platform may still have acted."""
+
+
+class MalformedResponse(TransportError):
+    """A verified answer whose `data` does not have the shape the call promises (e.g. no trade_id)."""
 
 
 class ResponseSignatureError(PooulError):

@@ -1,0 +1,141 @@
+"""Repeat, recovery and state judgements (worker/orders/decisions.py, state.py): pure."""
+
+from __future__ import annotations
+
+from schemas.orders import OrderRequest
+from schemas.pooul import OrderResponseData, QueryData
+from worker.orders.decisions import Conflict, check_repeat, new_order, recover_order
+from worker.orders.state import StoredOrder, find_order, retain_until, with_order
+
+MERCHANT = "888100000000001"
+NOW = 1_750_000_000.0
+TTL = 7200.0
+
+
+def request(**changes) -> OrderRequest:
+    fields = {
+        "merchant_id": MERCHANT,
+        "mch_trade_id": "T1",
+        "body": "tea",
+        "total_fee": 500,
+        "spbill_create_ip": "10.0.0.1",
+        "buyer_id": "2088",
+        "notify_url": "http://n.example/",
+        **changes,
+    }
+    return OrderRequest.model_validate(fields, strict=True)
+
+
+def order(**changes) -> StoredOrder:
+    fields = {
+        "trade_id": "P1",
+        "total_fee": 500,
+        "token_id": "tok",
+        "pay_url": "https://pay/1",
+        "appid": "app",
+        "created_at": NOW,
+        "expires_at": NOW + TTL,
+        **changes,
+    }
+    return StoredOrder(**fields)
+
+
+def query_data(**changes) -> QueryData:
+    fields = {
+        "merchant_id": MERCHANT,
+        "trade_id": "P9",
+        "mch_trade_id": "T1",
+        "trade_state": 2,
+        "total_fee": "500",
+        "token_id": "tok9",
+        "pay_url": "https://pay/9",
+        "appid": "app9",
+        **changes,
+    }
+    return QueryData.model_validate(fields)
+
+
+def test_new_order_takes_platform_ids_and_default_ttl():
+    """A fresh success remembers the platform's ids and expires after the default TTL."""
+    response = OrderResponseData.model_validate(
+        {"trade_id": "P1", "token_id": "tok", "pay_url": "https://pay/1", "appid": "app"}
+    )
+    stored = new_order(request(), response, now=NOW, default_ttl=TTL)
+    assert stored == order()
+
+
+def test_new_order_expires_at_time_expire():
+    """When the request gives time_expire, the order expires then, not after the TTL."""
+    response = OrderResponseData.model_validate({"trade_id": "P1"})
+    stored = new_order(request(time_expire=1_760_000_000), response, now=NOW, default_ttl=TTL)
+    assert stored.expires_at == 1_760_000_000.0
+    assert stored.token_id is None
+
+
+def test_repeat_with_same_amount_is_the_same_order():
+    """A repeat asking for the stored amount is no conflict."""
+    assert check_repeat(order(), request()) is None
+
+
+def test_repeat_with_other_amount_conflicts():
+    """A repeat asking for another amount is a conflict naming both amounts and the order."""
+    conflict = check_repeat(order(), request(total_fee=501))
+    assert isinstance(conflict, Conflict)
+    assert conflict.trade_id == "P1"
+    assert "500 fen" in conflict.msg
+    assert "501 fen" in conflict.msg
+
+
+def test_recovery_of_our_order_keeps_its_ids():
+    """After 107 the queried order with our merchant and amount is recovered with its ids."""
+    recovered = recover_order(request(), query_data(), now=NOW, default_ttl=TTL)
+    assert recovered == order(trade_id="P9", token_id="tok9", pay_url="https://pay/9", appid="app9")
+
+
+def test_recovery_without_page_ids():
+    """A query answer without token_id/pay_url/appid still recovers the order's trade_id."""
+    data = QueryData.model_validate(
+        {"merchant_id": MERCHANT, "trade_id": "P9", "trade_state": 2, "total_fee": 500}
+    )
+    recovered = recover_order(request(), data, now=NOW, default_ttl=TTL)
+    assert isinstance(recovered, StoredOrder)
+    assert (recovered.trade_id, recovered.token_id, recovered.pay_url) == ("P9", None, None)
+
+
+def test_recovery_with_other_amount_conflicts():
+    """After 107 an existing order of another amount is a conflict, not our order."""
+    conflict = recover_order(request(), query_data(total_fee=700), now=NOW, default_ttl=TTL)
+    assert isinstance(conflict, Conflict)
+    assert conflict.trade_id == "P9"
+    assert "700 fen" in conflict.msg
+
+
+def test_recovery_with_unknown_amount_conflicts():
+    """An existing order whose amount the query does not give cannot be claimed as ours."""
+    conflict = recover_order(request(), query_data(total_fee=None), now=NOW, default_ttl=TTL)
+    assert isinstance(conflict, Conflict)
+    assert "unknown amount" in conflict.msg
+
+
+def test_recovery_with_other_merchant_conflicts():
+    """An existing order of another merchant is a conflict."""
+    conflict = recover_order(request(), query_data(merchant_id="777"), now=NOW, default_ttl=TTL)
+    assert isinstance(conflict, Conflict)
+    assert "merchant 777" in conflict.msg
+
+
+def test_state_keeps_orders_per_merchant():
+    """Orders under one mch_trade_id are kept per merchant and survive a JSON round trip."""
+    state = with_order(None, MERCHANT, order())
+    state = with_order(state, "other", order(trade_id="P2", expires_at=NOW + 10 * TTL))
+    assert find_order(state, MERCHANT) == order()
+    assert find_order(state, "other") == order(trade_id="P2", expires_at=NOW + 10 * TTL)
+    assert find_order(state, "nobody") is None
+    assert find_order(None, MERCHANT) is None
+    assert find_order({"unexpected": 1}, MERCHANT) is None
+    assert find_order({"orders": {MERCHANT: {"trade_id": "P1"}}}, MERCHANT) is None
+    assert (
+        find_order({"orders": {MERCHANT: {**order().to_json(), "total_fee": "x"}}}, MERCHANT)
+        is None
+    )
+    assert retain_until(state, retention=60) == NOW + 10 * TTL + 60

@@ -1,0 +1,99 @@
+"""Platform refusals and outages through the real worker and the sandbox's fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from schemas.orders import OrderCreated, OrderFailed
+from tests.fixtures.broker import MERCHANT_ID, MERCHANT_KEY, OTHER_MERCHANT_ID
+from tests.orders.rig import metric, order_request, running_orders
+
+UNKNOWN_TO_PLATFORM = "888100000000009"
+
+
+async def test_permanent_codes_fail_after_one_call(make_rig):
+    """101 (bad signature) and 200 (unknown merchant) answer `failed` with code and msg, once."""
+    # The worker signs OTHER_MERCHANT_ID's requests with a key the platform does not have, and
+    # knows a merchant the platform does not.
+    worker_keys = {
+        MERCHANT_ID: MERCHANT_KEY,
+        OTHER_MERCHANT_ID: "not-the-platform-key",
+        UNKNOWN_TO_PLATFORM: "some-key",
+    }
+    rig = await make_rig(pooul_merchant_keys=orjson.dumps(worker_keys).decode())
+    bad_signature = order_request(merchant_id=OTHER_MERCHANT_ID)
+    unknown = order_request(merchant_id=UNKNOWN_TO_PLATFORM)
+    async with running_orders(rig.settings) as registry:
+        await rig.send(bad_signature)
+        await rig.send(unknown)
+        received = await rig.results(2)
+    by_merchant = {result.merchant_id: result for _, result in received}
+    for merchant, code in ((OTHER_MERCHANT_ID, 101), (UNKNOWN_TO_PLATFORM, 200)):
+        result = by_merchant[merchant]
+        assert isinstance(result, OrderFailed)
+        assert (result.reason, result.code, result.retryable) == ("platform_refused", code, False)
+        assert result.msg
+    assert await rig.pay_calls() == {"101": 1, "200": 1}
+    assert metric(registry, "pooul_orders_retries_total", reason="retryable_code") == 0
+    assert (
+        metric(registry, "pooul_orders_results_total", outcome="failed", path="platform_refused")
+        == 2
+    )
+
+
+async def test_retryable_code_gives_up_with_retryable_failure(make_rig):
+    """A platform answering 601 every time gets POOUL_MAX_ATTEMPTS calls, then `failed` (retryable)."""
+    rig = await make_rig(pooul_max_attempts=3)
+    await rig.faults(code_601_rate=1.0)
+    async with running_orders(rig.settings) as registry:
+        await rig.send(order_request())
+        [(_, result)] = await rig.results(1)
+    assert isinstance(result, OrderFailed)
+    assert (result.reason, result.code, result.retryable) == ("retries_exhausted", 601, True)
+    assert await rig.pay_calls() == {"601": 3}
+    assert metric(registry, "pooul_orders_retries_total", reason="retryable_code") == 2
+    assert await rig.reader(rig.settings.pooul_topic_dead_letters).settle(0.2) == []
+
+
+async def test_unverifiable_answers_then_repeat_recovers_the_same_order(make_rig):
+    """Badly signed answers give `failed` (retryable); the repeat later recovers the one order."""
+    rig = await make_rig(pooul_max_attempts=3)
+    await rig.faults(bad_signature_rate=1.0)
+    request = order_request()
+    async with running_orders(rig.settings) as registry:
+        await rig.send(request)
+        [(_, failed)] = await rig.results(1)
+        await rig.faults()  # the platform signs correctly again
+        await rig.send(request)
+        [_, (_, created)] = await rig.results(2)
+    assert isinstance(failed, OrderFailed)
+    assert (failed.reason, failed.retryable) == ("retries_exhausted", True)
+    assert isinstance(created, OrderCreated)
+    [platform] = await rig.platform_orders(request["mch_trade_id"])
+    assert (created.trade_id, created.token_id) == (platform["trade_id"], platform["token_id"])
+    # first call created the order (answer unverifiable), every later pay call said 107
+    assert await rig.pay_calls() == {"0": 1, "107": 3}
+    assert metric(registry, "pooul_orders_retries_total", reason="bad_signature") == 2
+    assert metric(registry, "pooul_orders_results_total", outcome="created", path="recovered") == 1
+
+
+async def test_platform_outage_opens_the_circuit_then_creates_once(make_rig):
+    """HTTP 500s are retried without limit behind the circuit breaker; one order once it is back."""
+    rig = await make_rig(pooul_circuit_failure_threshold=3)
+    await rig.faults(error_500_rate=1.0)
+    request = order_request()
+    async with running_orders(rig.settings) as registry:
+        await rig.send(request)
+        async with asyncio.timeout(15):
+            while metric(registry, "pooul_runtime_circuit_opened_total", worker="orders") < 1:  # noqa: ASYNC110 - polling a metric
+                await asyncio.sleep(0.05)
+        await rig.faults()
+        [(_, result)] = await rig.results(1)
+    assert isinstance(result, OrderCreated)
+    calls = await rig.pay_calls()
+    assert calls["0"] == 1
+    assert calls["http_500"] >= 3
+    assert len(await rig.platform_orders(request["mch_trade_id"])) == 1
+    assert metric(registry, "pooul_orders_retries_total", reason="transport") == calls["http_500"]

@@ -1,0 +1,318 @@
+"""The orders worker's handler: one order request in, one order result out.
+
+Per request (the runtime serialises calls per key = `mch_trade_id`):
+
+1. not a JSON object → `Permanent` (dead-letter topic); contract broken → `rejected`;
+2. this merchant's order for the key is in the state → the same `created` (or a `conflict`
+   when the amount differs), no platform call;
+3. otherwise unified order with the request's own `mch_trade_id` — a retry never makes a new
+   one. 107 means an earlier attempt reached the platform: query it and answer `created` with
+   its ids when merchant and amount match, else a `conflict`;
+4. after `created`: the order-created signal (trade-signals, key `trade_id`), then the state,
+   then the result — so a result seen upstream always has its signal, and a state entry
+   always means its signal was written.
+
+Transport failures (connection, 5xx, timeout) raise `RemoteUnavailable`: the circuit breaker
+takes over and the record is never given up on. Retryable codes and unverifiable answers raise
+`Retry` until the last attempt, which answers `failed` (`retries_exhausted`, retryable). Other
+codes answer `failed` at once (`platform_refused`): one call, no retry storm.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from schemas.codes import ResultCode
+from schemas.orders import OrderCreated, OrderFailed, OrderRejected, OrderRequest
+from schemas.pooul import OrderResponseData, QueryData
+from schemas.signals import REQUEST_ID_HEADER
+from worker.orders.decisions import Conflict, check_repeat, new_order, recover_order
+from worker.orders.metrics import OrdersMetrics
+from worker.orders.requests import (
+    Invalid,
+    Unparseable,
+    decode_payload,
+    expiry_error,
+    to_unified_order,
+    validate_request,
+)
+from worker.orders.results import (
+    created_result,
+    created_signal,
+    encode_result,
+    encode_signal,
+    failed_result,
+    rejected_for,
+    rejected_result,
+)
+from worker.orders.state import StoredOrder, find_order, retain_until, with_order
+from worker.pooul import PooulClient
+from worker.pooul.errors import (
+    DuplicateOrder,
+    OrderNotFound,
+    PlatformError,
+    PooulError,
+    PooulTimeout,
+    ResponseSignatureError,
+    RetryablePlatformError,
+    TransportError,
+)
+from worker.runtime import KeyContext, Permanent, Record, RemoteUnavailable, Retry
+from worker.settings import Settings
+
+__all__ = ["OrdersHandler"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Result = OrderCreated | OrderRejected | OrderFailed
+
+
+class _Failed(Exception):
+    """Internal: the attempt ends with this `failed` result (not an error of the record)."""
+
+    def __init__(self, result: OrderFailed) -> None:
+        super().__init__(result.msg)
+        self.result = result
+
+
+class OrdersHandler:
+    """Turns order requests into unified orders; one instance per worker process.
+
+    Keyword arguments:
+    - `client`: a started `PooulClient` (the handler does not own it).
+    - `settings`: topics, `POOUL_NOTIFY_URL`, merchants, `POOUL_ORDER_DEFAULT_TTL`,
+      `POOUL_ORDERS_STATE_RETENTION`, `POOUL_MAX_ATTEMPTS`.
+    - `metrics`: where outcomes, latencies, retries and conflicts are counted.
+    - `clock`: Unix seconds (tests may pin it).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: PooulClient,
+        settings: Settings,
+        metrics: OrdersMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._merchants = frozenset(settings.merchant_keys.merchants())
+        self._notify_url = settings.pooul_notify_url
+        self._results_topic = settings.pooul_topic_order_results
+        self._signals_topic = settings.pooul_topic_trade_signals
+        self._default_ttl = settings.pooul_order_default_ttl
+        self._retention = settings.pooul_orders_state_retention
+        self._max_attempts = settings.pooul_max_attempts
+        self._metrics = metrics
+        self._clock = clock
+
+    async def handle(self, record: Record, ctx: KeyContext) -> None:
+        requested_at = record.timestamp_ms / 1000 if record.timestamp_ms > 0 else None
+        try:
+            payload = decode_payload(record.value)
+        except Unparseable as exc:
+            raise Permanent("unparseable_order_request", str(exc)) from None
+        outcome = validate_request(
+            payload,
+            key=record.key,
+            header_request_id=record.header(REQUEST_ID_HEADER),
+            known_merchants=self._merchants,
+            default_notify_url=self._notify_url,
+        )
+        if isinstance(outcome, Invalid):
+            key = record.key if record.key is not None else _encode(outcome.mch_trade_id)
+            result = rejected_result(outcome, requested_at=requested_at, now=self._clock())
+            await self._answer(ctx, key, result, path="validation")
+            return
+        await self._order(outcome, ctx, requested_at=requested_at)
+
+    async def on_timer(self, ctx: KeyContext) -> None:
+        """Nothing to do: the orders worker never sets `wake_at` on its state."""
+
+    async def _order(
+        self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
+    ) -> None:
+        key = request.mch_trade_id.encode()
+        stored = find_order(ctx.state, request.merchant_id)
+        if stored is not None:
+            conflict = check_repeat(stored, request)
+            if conflict is not None:
+                self._metrics.conflicts.labels(source="state").inc()
+                result: _Result = self._conflict(request, conflict, requested_at=requested_at)
+                await self._answer(ctx, key, result, path="conflict")
+            else:
+                result = created_result(
+                    request, stored, requested_at=requested_at, now=self._clock()
+                )
+                await self._answer(ctx, key, result, path="repeat")
+            return
+
+        expired = expiry_error(request, now=self._clock())
+        if expired is not None:
+            result = rejected_for(request, [expired], requested_at=requested_at, now=self._clock())
+            await self._answer(ctx, key, result, path="validation")
+            return
+
+        try:
+            order, path = await self._create(request, ctx, requested_at=requested_at)
+        except _Failed as failed:
+            await self._answer(ctx, key, failed.result, path=failed.result.reason)
+            return
+
+        signal_value, signal_headers = encode_signal(created_signal(request, order))
+        await ctx.send(
+            self._signals_topic,
+            signal_value,
+            key=order.trade_id.encode(),
+            headers=signal_headers,
+        )
+        state = with_order(ctx.state, request.merchant_id, order)
+        await ctx.set_state(state, expires_at=retain_until(state, retention=self._retention))
+        result = created_result(request, order, requested_at=requested_at, now=self._clock())
+        await self._answer(ctx, key, result, path=path)
+
+    async def _create(
+        self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
+    ) -> tuple[StoredOrder, str]:
+        """The platform order for `request`: created now, or recovered after a 107."""
+        unified = to_unified_order(request)
+        try:
+            response: OrderResponseData = await self._call(
+                "pay", lambda: self._client.create_order(unified)
+            )
+        except DuplicateOrder:
+            return await self._recover(request, ctx, requested_at=requested_at), "recovered"
+        except PooulError as exc:
+            raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+        return new_order(request, response, now=self._clock(), default_ttl=self._default_ttl), "new"
+
+    async def _recover(
+        self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
+    ) -> StoredOrder:
+        try:
+            existing: QueryData = await self._call(
+                "query",
+                lambda: self._client.query_order(
+                    request.merchant_id, mch_trade_id=request.mch_trade_id
+                ),
+            )
+        except PooulError as exc:
+            raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+        recovered = recover_order(
+            request, existing, now=self._clock(), default_ttl=self._default_ttl
+        )
+        if isinstance(recovered, Conflict):
+            self._metrics.conflicts.labels(source="platform").inc()
+            raise _Failed(self._conflict(request, recovered, requested_at=requested_at))
+        log.info(
+            "order recovered after duplicate",
+            extra={
+                "merchant_id": request.merchant_id,
+                "mch_trade_id": request.mch_trade_id,
+                "trade_id": recovered.trade_id,
+            },
+        )
+        return recovered
+
+    def _steer(
+        self,
+        exc: PooulError,
+        request: OrderRequest,
+        ctx: KeyContext,
+        *,
+        requested_at: float | None,
+    ) -> Exception:
+        """What a failed platform call turns into: retry, circuit breaker, or a `failed` answer."""
+        extra = {
+            "merchant_id": request.merchant_id,
+            "mch_trade_id": request.mch_trade_id,
+            "attempt": ctx.attempt,
+            "error": str(exc),
+        }
+        if isinstance(exc, TransportError):
+            reason = "timeout" if isinstance(exc, PooulTimeout) else "transport"
+            self._metrics.retries.labels(reason=reason).inc()
+            log.warning("pooul unavailable, will retry", extra=extra)
+            return RemoteUnavailable(f"pooul_{reason}: {exc}")
+        if isinstance(exc, RetryablePlatformError | ResponseSignatureError | OrderNotFound):
+            # OrderNotFound here: the platform said 107, yet the query does not see the order.
+            reason = {
+                RetryablePlatformError: "retryable_code",
+                ResponseSignatureError: "bad_signature",
+                OrderNotFound: "not_found_after_duplicate",
+            }[type(exc)]
+            code = exc.code if isinstance(exc, PlatformError) else None
+            msg = (exc.msg if isinstance(exc, PlatformError) else None) or str(exc)
+            if ctx.attempt < self._max_attempts:
+                self._metrics.retries.labels(reason=reason).inc()
+                log.warning("order attempt failed, will retry", extra={**extra, "reason": reason})
+                return Retry(f"{reason}: {exc}")
+            log.warning("order retries exhausted", extra={**extra, "reason": reason})
+            return _Failed(
+                failed_result(
+                    request,
+                    reason="retries_exhausted",
+                    code=code,
+                    msg=f"gave up after {ctx.attempt} attempts: {msg}",
+                    retryable=True,
+                    requested_at=requested_at,
+                    now=self._clock(),
+                )
+            )
+        if isinstance(exc, PlatformError):
+            log.info("platform refused the order", extra={**extra, "code": exc.code})
+            return _Failed(
+                failed_result(
+                    request,
+                    reason="platform_refused",
+                    code=exc.code,
+                    msg=exc.msg or str(exc),
+                    retryable=False,
+                    requested_at=requested_at,
+                    now=self._clock(),
+                )
+            )
+        # MerchantKeyMissing: validation checks the merchant against the same keys, so this is
+        # a configuration change under our feet; the runtime retries and then dead-letters.
+        return exc
+
+    async def _call(self, call: str, make: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await make()
+        except PooulError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self._metrics.platform_latency.labels(call=call, outcome=outcome).observe(
+                time.perf_counter() - started
+            )
+
+    def _conflict(
+        self, request: OrderRequest, conflict: Conflict, *, requested_at: float | None
+    ) -> OrderFailed:
+        return failed_result(
+            request,
+            reason="conflict",
+            code=int(ResultCode.DUPLICATE_ORDER),
+            msg=conflict.msg,
+            retryable=False,
+            trade_id=conflict.trade_id,
+            requested_at=requested_at,
+            now=self._clock(),
+        )
+
+    async def _answer(
+        self, ctx: KeyContext, key: bytes | None, result: _Result, *, path: str
+    ) -> None:
+        value, headers = encode_result(result)
+        await ctx.send(self._results_topic, value, key=key, headers=headers)
+        self._metrics.results.labels(outcome=result.status, path=path).inc()
+
+
+def _encode(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
