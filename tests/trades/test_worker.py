@@ -1,0 +1,284 @@
+"""The trades worker end to end: sandbox over HTTP, the real ingress, a real broker.
+
+The scenarios share one running worker (`world`); each uses its own trades and reads the
+worker's counters as deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from schemas.signals import KIND_HEADER, MERCHANT_HEADER, NotifySignal
+from schemas.trade_state import TradeState
+from tests.fixtures.broker import MERCHANT_ID
+from tests.trades.conftest import World
+from tests.trades.rig import FlakyAnswers, sample, wait_until
+from worker.trades.events import event_id
+
+pytestmark = pytest.mark.usefixtures("clean_faults")
+
+
+async def test_paid_trade_notified_ten_times_gives_exactly_one_event(world: World) -> None:
+    """Ten deliveries of one notify (duplicates and platform retries) publish one event."""
+    rig, metrics = world.rig, world.metrics
+    signals = sample(metrics, "pooul_trades_signals_total", kind="notify")
+    duplicates = sample(metrics, "pooul_trades_duplicates_skipped_total", signal="notify")
+    # Two copies of each delivery attempt; the first 8 deliveries are answered `fail` (as if
+    # our `success` were lost), so the platform makes 5 attempts: 10 deliveries in all.
+    flaky = FlakyAnswers(target=rig.notify_url, fail_first=8)
+    await flaky.start()
+    try:
+        order = await rig.create_order(total_fee=321, notify_url=flaky.url)
+        await rig.faults(notify_duplicates=1)
+        await rig.pay(order.trade_id)
+        await wait_until(lambda: flaky.deliveries >= 10, what="10 notify deliveries")
+        await wait_until(
+            lambda: sample(metrics, "pooul_trades_signals_total", kind="notify") >= signals + 10,
+            what="10 notify signals handled",
+        )
+        await wait_until(
+            lambda: (
+                sample(metrics, "pooul_trades_duplicates_skipped_total", signal="notify")
+                >= duplicates + 9
+            ),
+            what="9 duplicates skipped",
+        )
+    finally:
+        await flaky.stop()
+    await rig.settle()
+    assert flaky.deliveries == 10
+    [event] = rig.events_of(order.trade_id)
+    [key] = [k for k, e in rig.events if e.data.trade_id == order.trade_id]
+    assert key == order.mch_trade_id.encode()
+    assert event.id == event_id(MERCHANT_ID, order.trade_id, TradeState.PAID)
+    assert event.type == "com.pooul.payment.succeeded"
+    assert (event.data.total_fee, event.data.confirmed_by) == (321, "notify")
+    assert event.data.amount_checked is True
+
+
+async def test_lost_notify_is_reconciled(world: World) -> None:
+    """With every notify lost, reconciliation still publishes the event (confirmed_by=reconcile)."""
+    rig = world.rig
+    await rig.faults(notify_loss_rate=1.0)
+    order = await rig.create_order(total_fee=500)
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) >= 1, what="the reconciled event")
+    [event] = rig.events_of(order.trade_id)
+    assert (await rig.order(order.trade_id))["notify_attempts"] == []
+    assert event.data.confirmed_by == "reconcile"
+    assert event.data.total_fee == 500
+    assert event.type == "com.pooul.payment.succeeded"
+
+
+async def test_forged_paid_notify_publishes_nothing_and_counts_a_disagreement(
+    world: World,
+) -> None:
+    """A validly signed notify claiming paid for an unpaid order yields no event, one disagreement."""
+    rig, metrics = world.rig, world.metrics
+    disagreements = sample(metrics, "pooul_trades_notify_query_disagreements_total")
+    order = await rig.create_order()
+    await rig.forge(order.trade_id, 0)
+    await wait_until(
+        lambda: (
+            sample(metrics, "pooul_trades_notify_query_disagreements_total") == disagreements + 1
+        ),
+        what="the disagreement",
+    )
+    # Reconciliation keeps checking; the buyer never paid, so nothing is ever published, and
+    # the trade soon counts as pending past the retry span (1 s in these tests).
+    checks = sample(metrics, "pooul_trades_reconcile_checks_total", status="not_paid")
+    overdue = sample(metrics, "pooul_trades_pending_past_retry_span_total")
+    await wait_until(
+        lambda: (
+            sample(metrics, "pooul_trades_reconcile_checks_total", status="not_paid") >= checks + 2
+        ),
+        what="two more reconciliation checks",
+    )
+    await wait_until(
+        lambda: sample(metrics, "pooul_trades_pending_past_retry_span_total") > overdue,
+        what="the trade counted as pending past the retry span",
+    )
+    await rig.settle()
+    assert rig.events_of(order.trade_id) == []
+
+
+async def test_amount_mismatch_is_dead_lettered_not_published(world: World) -> None:
+    """A paid amount differing from the order flags the trade: dead letter with reason, no event."""
+    rig, metrics = world.rig, world.metrics
+    mismatches = sample(metrics, "pooul_trades_mismatches_total", reason="amount_mismatch")
+    flagged = sample(metrics, "pooul_trades_flagged_signals_skipped_total")
+    order = await rig.create_order(total_fee=1000)
+    await rig.pay(order.trade_id, total_fee=1)
+
+    def letters() -> list:
+        return [d for d in rig.dead_letters if d.key is not None and d.key.data == order.trade_id]
+
+    await wait_until(lambda: len(letters()) >= 1, what="the dead letter")
+    # A later notify for a flagged trade changes nothing.
+    await rig.forge(order.trade_id, 3)
+    await wait_until(
+        lambda: sample(metrics, "pooul_trades_flagged_signals_skipped_total") >= flagged + 1,
+        what="the flagged trade's next notify skipped",
+    )
+    await rig.settle()
+    assert rig.events_of(order.trade_id) == []
+    [letter] = letters()
+    assert (letter.reason, letter.service, letter.outcome) == (
+        "amount_mismatch",
+        "trades",
+        "permanent",
+    )
+    assert "expected 1000 fen, answer says 1 fen" in letter.detail
+    evidence = orjson.loads(letter.detail.split("evidence: ", 1)[1])
+    assert evidence["answer"]["total_fee"] == 1
+    assert evidence["expected_total_fee"] == 1000
+    assert (
+        sample(metrics, "pooul_trades_mismatches_total", reason="amount_mismatch") == mismatches + 1
+    )
+
+
+async def test_paid_trade_stays_paid_after_late_closed_and_unpaid_claims(world: World) -> None:
+    """After paid, late 'closed'/'unpaid'/'failed' notifies and a stale answer publish nothing."""
+    rig, metrics = world.rig, world.metrics
+    order = await rig.create_order()
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) == 1, what="the paid event")
+    duplicates = sample(metrics, "pooul_trades_duplicates_skipped_total", signal="notify")
+    stale = sample(metrics, "pooul_trades_stale_answers_total")
+    for claim in (3, 2, 7):
+        await rig.forge(order.trade_id, claim)
+    await wait_until(
+        lambda: (
+            sample(metrics, "pooul_trades_duplicates_skipped_total", signal="notify")
+            >= duplicates + 3
+        ),
+        what="the late claims skipped",
+    )
+    # A refund claim could move the trade on, so it is queried: still paid → stale, ignored.
+    await rig.forge(order.trade_id, 1)
+    await wait_until(
+        lambda: sample(metrics, "pooul_trades_stale_answers_total") == stale + 1,
+        what="the stale answer",
+    )
+    await rig.settle()
+    assert [e.type for e in rig.events_of(order.trade_id)] == ["com.pooul.payment.succeeded"]
+
+
+async def test_expired_unpaid_order_is_closed_and_published_closed(world: World) -> None:
+    """An owned order past time_expire is closed via the close API, then a closed event."""
+    rig = world.rig
+    order = await rig.create_order(total_fee=250, expire_in=1.0)
+    await wait_until(
+        lambda: len(rig.events_of(order.trade_id)) >= 1, within=15, what="the closed event"
+    )
+    [event] = rig.events_of(order.trade_id)
+    assert event.type == "com.pooul.payment.closed"
+    assert (event.data.status, event.data.total_fee) == ("closed", 250)
+    assert event.data.confirmed_by == "reconcile"
+    platform = await rig.order(order.trade_id)
+    assert (platform["trade_state"], platform["closed_by"]) == (3, "merchant")
+
+
+async def test_notify_without_order_signal_publishes_with_amount_unchecked(world: World) -> None:
+    """A trade created outside this service is confirmed by query; its event says unchecked."""
+    rig = world.rig
+    order = await rig.create_order(total_fee=77, signal=False)
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) >= 1, what="the event")
+    [event] = rig.events_of(order.trade_id)
+    assert event.subject == order.mch_trade_id
+    assert event.data.amount_checked is False
+    assert event.data.total_fee == 77
+
+
+async def test_poison_signal_is_dead_lettered_and_its_partition_moves_on(world: World) -> None:
+    """A record that is not a trade signal is dead-lettered; the same key's next signal flows."""
+    rig, settings = world.rig, world.settings
+    order = await rig.create_order(signal=False)
+    await rig.producer.send_and_wait(
+        settings.pooul_topic_trade_signals, b'{"kind": "nonsense"}', key=order.trade_id.encode()
+    )
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) >= 1, what="the event")
+    [letter] = [d for d in rig.dead_letters if d.key is not None and d.key.data == order.trade_id]
+    assert (letter.reason, letter.outcome, letter.kind) == ("invalid_signal", "permanent", "record")
+    assert letter.value is not None and letter.value.to_bytes() == b'{"kind": "nonsense"}'
+
+
+async def test_pooul_faults_still_give_correct_events_and_nothing_unverified(world: World) -> None:
+    """With latency, HTTP 500s, code 601 and bad response signatures, every paid trade still
+    gets exactly one correct event, and only verified answers are published."""
+    rig, metrics = world.rig, world.metrics
+    bad_signatures = sample(
+        metrics, "pooul_trades_query_errors_total", error="ResponseSignatureError"
+    )
+    orders = [await rig.create_order(total_fee=100 + i) for i in range(20)]
+    await rig.faults(
+        latency_ms=[0, 20], error_500_rate=0.25, code_601_rate=0.2, bad_signature_rate=0.25
+    )
+    await asyncio.gather(*(rig.pay(o.trade_id) for o in orders))
+    await wait_until(
+        lambda: all(rig.events_of(o.trade_id) for o in orders), within=40, what="20 events"
+    )
+    await rig.clear_faults()
+    await rig.settle()
+    for order in orders:
+        [event] = rig.events_of(order.trade_id)
+        platform = await rig.order(order.trade_id)
+        assert event.id == event_id(MERCHANT_ID, order.trade_id, TradeState.PAID)
+        assert event.data.total_fee == platform["paid_fee"] == order.total_fee
+        assert event.data.ch_trade_id == platform["ch_trade_id"]
+        assert event.data.out_trade_id == platform["out_trade_id"]
+    assert (
+        sample(metrics, "pooul_trades_query_errors_total", error="ResponseSignatureError")
+        > bad_signatures
+    )
+    assert sample(metrics, "pooul_trades_query_errors_total", error="TransportError") > 0
+    assert sample(metrics, "pooul_trades_query_errors_total", error="RetryablePlatformError") > 0
+
+
+async def test_notify_for_a_trade_the_query_api_does_not_know_is_given_up(world: World) -> None:
+    """A verified notify whose trade the query API never finds publishes nothing; once expired
+    it is dead-lettered as `unconfirmed_expired` (from reconciliation, so kind `timer`)."""
+    rig, settings = world.rig, world.settings
+    trade_id = f"T{uuid.uuid4().hex[:16]}"
+    body = {
+        "code": 0,
+        "data": {
+            "merchant_id": MERCHANT_ID,
+            "trade_id": trade_id,
+            "mch_trade_id": "X1",
+            "trade_state": 0,
+        },
+        "sign": "not-checked-here",
+    }
+    signal = NotifySignal(
+        trade_id=trade_id,
+        merchant_id=MERCHANT_ID,
+        received_at=datetime.now(UTC),
+        body=orjson.dumps(body).decode(),
+    )
+    await rig.producer.send_and_wait(
+        settings.pooul_topic_trade_signals,
+        signal.model_dump_json().encode(),
+        key=trade_id.encode(),
+        headers=[(KIND_HEADER, b"notify"), (MERCHANT_HEADER, MERCHANT_ID.encode())],
+    )
+
+    def letters() -> list:
+        return [d for d in rig.dead_letters if d.key is not None and d.key.data == trade_id]
+
+    await wait_until(lambda: len(letters()) >= 1, within=15, what="the dead letter")
+    [letter] = letters()
+    assert (letter.reason, letter.kind, letter.service) == (
+        "unconfirmed_expired",
+        "timer",
+        "trades",
+    )
+    await rig.settle()
+    assert rig.events_of(trade_id) == []

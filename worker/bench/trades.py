@@ -1,0 +1,695 @@
+"""`pooul-worker bench trades`: the trades worker against a one-at-a-time-per-partition baseline.
+
+Processes, all on this machine:
+- a broker (embedded Tansu unless `KAFKA_BOOTSTRAP_SERVERS` is set);
+- the sandbox (`pooul-worker sandbox`), every gateway call (so every query) delayed by L
+  (default 100 ms);
+- the ingress (`pooul-worker ingress`), which every notify goes through;
+- the worker under test, a subprocess, so its CPU time is read from /proc and nothing else
+  counts: (a) baseline — the same trades handler, one record at a time per partition (a
+  classic consumer loop: at most partitions / L events/s); (b) `pooul-worker trades` itself;
+- this process: creates and pays the orders, posts the signed notifies, reads the events.
+
+Before the clock, per worker (fresh topics, 8 partitions): the orders are created and paid in
+the sandbox (without its own notifies) and their order-created signals consumed by the worker.
+Then:
+1. burst — every notify posted at once (`--concurrency` connections); events/s = N / (first
+   notify posted → last event read); notify→event latency per trade (queueing included); CPU
+   seconds of the worker over the same window / N. (a) gets `--baseline-trades`.
+2. paced — (b) only: notifies at half of (b)'s burst rate for `--paced-seconds`; latency from
+   each notify's scheduled time: the notify→event latency of a worker that keeps up.
+
+Every trade must get exactly one `succeeded` event (by id); the run fails otherwise.
+Targets: (b)/(a) events/s ≥ 20×; (b) ≤ 1 ms CPU per confirmed event; paced p99 ≤ L + 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+
+from worker.settings import Settings
+
+__all__ = ["register"]
+
+RATIO_TARGET = 20.0
+CPU_TARGET_SECONDS = 0.001
+LATENCY_SLACK_MS = 50.0
+_PARTITIONS = 8
+_MERCHANT_ID = "888100000007777"
+_MERCHANT_KEY = "bench-trades-md5-key-0123456789"
+_STARTUP_SECONDS = 60.0
+_SETUP_CONCURRENCY = 200
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "trades",
+        help="trades worker vs one-at-a-time per partition, notifies through the ingress, "
+        "queries against the sandbox with latency L",
+        description="Prints confirmed events/s, notify→event latency p50/p99 and worker CPU "
+        "seconds per event for a one-at-a-time-per-partition baseline and the trades worker.",
+    )
+    parser.add_argument("--trades", type=int, default=3000, help="paid trades for (b) (N)")
+    parser.add_argument(
+        "--baseline-trades", type=int, default=240, help="paid trades for the baseline (a)"
+    )
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="sandbox latency L")
+    parser.add_argument(
+        "--paced-seconds", type=float, default=5.0, help="paced phase length (0 skips it)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="connections posting notifies in the burst"
+    )
+    parser.set_defaults(run=_run)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.trades < 1 or args.baseline_trades < 1 or args.latency_ms < 0:
+        print("pooul-worker bench trades: --trades/--baseline-trades ≥ 1, --latency-ms ≥ 0")
+        return 2
+    if args.paced_seconds < 0 or args.concurrency < 1:
+        print("pooul-worker bench trades: --paced-seconds ≥ 0, --concurrency ≥ 1")
+        return 2
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_bench(args, settings))
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """One phase against one worker; `others` = CPU seconds of the other processes."""
+
+    trades: int
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu: float | None = None
+    others: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.trades / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+    @property
+    def cpu_per_event(self) -> float | None:
+        return None if self.cpu is None or not self.trades else self.cpu / self.trades
+
+
+def _process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU seconds used since creation by named processes, and by this one (`bench`)."""
+
+    def __init__(self, **pids: int) -> None:
+        self._pids = pids
+        self._start = {name: _process_cpu(pid) for name, pid in pids.items()}
+        self._bench = time.process_time()
+
+    def read(self) -> dict[str, float]:
+        used = {"bench": time.process_time() - self._bench}
+        for name, pid in self._pids.items():
+            start, now = self._start[name], _process_cpu(pid)
+            if start is not None and now is not None:
+                used[name] = now - start
+        return used
+
+
+# --- child processes ------------------------------------------------------------------------
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POOUL_", "KAFKA_"))}
+    for name, value in settings.model_dump().items():
+        if value is None or name == "pooul_merchant_keys":
+            continue
+        env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    env["POOUL_MERCHANT_KEYS"] = settings.merchant_keys.as_json()
+    env["POOUL_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+class _Child:
+    """A subprocess with a log file, ready when `ready_path` answers 200; stopped by SIGTERM."""
+
+    def __init__(self, *, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
+        self.name = name
+        self.port = port
+        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def wait_ready(self, path: str) -> None:
+        import aiohttp
+
+        deadline = time.monotonic() + _STARTUP_SECONDS
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self.url + path) as response:
+                        if response.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} not ready: {self.log_tail()}")
+                await asyncio.sleep(0.05)
+
+    def log_tail(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")[-2000:]
+
+    async def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                await asyncio.to_thread(self.process.wait, 20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait)
+        self._log.close()
+
+
+def _worker_argv(*, baseline: bool, port: int) -> list[str]:
+    if baseline:
+        return [sys.executable, "-m", "worker.bench.trades", "--baseline-worker", str(port)]
+    return [sys.executable, "-m", "worker", "trades", "--port", str(port)]
+
+
+async def _serve_baseline_worker(port: int) -> None:
+    """(a): the trades handler behind one lock per partition — one record at a time each."""
+    from worker.logs import configure_logging
+    from worker.pooul import PooulClient
+    from worker.runtime import KeyContext, Record, StreamProcessor, run_worker
+    from worker.settings import load_settings
+    from worker.trades.handler import TradesHandler
+    from worker.trades.metrics import TradesMetrics
+
+    settings = load_settings()
+    configure_logging(settings.pooul_log_level, settings.pooul_log_format)
+
+    class OnePerPartition:
+        def __init__(self, inner: TradesHandler) -> None:
+            self._inner = inner
+            self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+        async def handle(self, record: Record, ctx: KeyContext) -> None:
+            async with self._locks[ctx.partition]:
+                await self._inner.handle(record, ctx)
+
+        async def on_timer(self, ctx: KeyContext) -> None:
+            async with self._locks[ctx.partition]:
+                await self._inner.on_timer(ctx)
+
+    metrics = TradesMetrics()
+    async with PooulClient.from_settings(settings) as client:
+        handler = TradesHandler(settings=settings, client=client, metrics=metrics)
+        processor = StreamProcessor(
+            settings=settings,
+            topic=settings.pooul_topic_trade_signals,
+            group_id=settings.pooul_trades_group_id,
+            handler=OnePerPartition(handler),
+            state_topic=settings.pooul_topic_trade_state,
+            name="trades-baseline",
+            registry=metrics.registry,
+        )
+        await run_worker(processor, port=port)
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Trade:
+    trade_id: str
+    mch_trade_id: str
+    total_fee: int
+    notify: bytes  # the signed notify body the platform would send
+
+
+class _Load:
+    """Prepares paid trades, posts their notifies to the ingress, reads their events."""
+
+    def __init__(self, settings: Settings, *, sandbox_url: str, ingress_url: str) -> None:
+        import aiohttp
+
+        from worker.kafka import make_consumer, make_producer
+        from worker.pooul import PooulClient
+
+        self._settings = settings
+        self._sandbox_url = sandbox_url
+        self._notify_url = f"{ingress_url}/pooul/notify"
+        self._client = PooulClient.from_settings(settings)
+        self._producer = make_producer(settings, linger_ms=5)
+        self._consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=5)
+        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=_SETUP_CONCURRENCY))
+        self.posted_at: dict[str, float] = {}
+        self.events: dict[str, tuple[float, str, str]] = {}  # trade_id → (read at, id, type)
+        self.event_count = 0
+        self._reader: asyncio.Task[None] | None = None
+        self._serial = 0
+
+    async def start(self) -> None:
+        from aiokafka import TopicPartition
+
+        await self._client.start()
+        await self._producer.start()
+        await self._consumer.start()
+        topic = self._settings.pooul_topic_payment_events
+        tps = [TopicPartition(topic, p) for p in range(_PARTITIONS)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=20, max_records=5000)
+            now = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    event = orjson.loads(message.value)
+                    self.event_count += 1
+                    trade_id = event["data"]["trade_id"]
+                    self.events.setdefault(trade_id, (now, event["id"], event["type"]))
+
+    async def prepare(self, count: int, *, worker_metrics_url: str) -> list[_Trade]:
+        """`count` orders created and paid on the sandbox, their order-created signals sent and
+        consumed by the worker (so the clock measures notify handling only)."""
+        from schemas.pooul import UnifiedOrderRequest
+        from schemas.signals import KIND_HEADER, MERCHANT_HEADER, OrderCreatedSignal
+        from worker.pooul.signing import sign
+
+        semaphore = asyncio.Semaphore(_SETUP_CONCURRENCY)
+        run = uuid.uuid4().hex[:8]
+
+        async def one(n: int) -> _Trade:
+            mch_trade_id = f"B{run}{n:07d}"
+            total_fee = 100 + n % 900
+            async with semaphore:
+                created = await self._client.create_order(
+                    UnifiedOrderRequest(
+                        merchant_id=_MERCHANT_ID,
+                        mch_trade_id=mch_trade_id,
+                        body="云南普洱 357g",
+                        total_fee=total_fee,
+                        spbill_create_ip="10.20.30.40",
+                        notify_url=self._notify_url,
+                        buyer_id="2088102146225135",
+                    )
+                )
+                url = f"{self._sandbox_url}/sandbox/orders/{created.trade_id}/pay"
+                async with self._http.post(url, data=b'{"notify": false}') as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"sandbox pay: {await response.text()}")
+                    order = await response.json(loads=orjson.loads)
+            data = {
+                "merchant_id": _MERCHANT_ID,
+                "trade_id": created.trade_id,
+                "mch_trade_id": mch_trade_id,
+                "pay_type": "alipay.jsapi",
+                "trade_state": 0,
+                "total_fee": total_fee,
+                "fee_type": "CNY",
+                "time_end": order["time_end"],
+                "out_trade_id": order["out_trade_id"],
+                "ch_trade_id": order["ch_trade_id"],
+                "nonce_str": uuid.uuid4().hex,
+            }
+            body = {
+                "code": 0,
+                "msg": None,
+                "data": data,
+                "version": "1.0",
+                "sign_type": "md5",
+                "sign": sign(data, _MERCHANT_KEY),
+            }
+            return _Trade(created.trade_id, mch_trade_id, total_fee, orjson.dumps(body))
+
+        start = self._serial
+        self._serial += count
+        trades = list(await asyncio.gather(*(one(n) for n in range(start, start + count))))
+        topic = self._settings.pooul_topic_trade_signals
+        now = datetime.now(UTC)
+        expires = datetime.fromtimestamp(time.time() + 3600, UTC)
+        futures = []
+        for trade in trades:
+            signal = OrderCreatedSignal(
+                trade_id=trade.trade_id,
+                merchant_id=_MERCHANT_ID,
+                mch_trade_id=trade.mch_trade_id,
+                total_fee=trade.total_fee,
+                expires_at=expires,
+                created_at=now,
+            )
+            futures.append(
+                await self._producer.send(
+                    topic,
+                    signal.model_dump_json().encode(),
+                    key=trade.trade_id.encode(),
+                    headers=[(KIND_HEADER, b"order_created"), (MERCHANT_HEADER, b"bench")],
+                )
+            )
+        await asyncio.gather(*futures)
+        await self._wait_consumed(worker_metrics_url, expected=start + count)
+        return trades
+
+    async def _wait_consumed(self, metrics_url: str, *, expected: int) -> None:
+        deadline = time.monotonic() + 120.0
+        line = b'pooul_trades_signals_total{kind="order_created"}'
+        while True:
+            async with self._http.get(metrics_url) as response:
+                text = await response.read()
+            for row in text.splitlines():
+                if row.startswith(line) and float(row.split()[-1]) >= expected:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not consume the order-created signals")
+            await asyncio.sleep(0.1)
+
+    async def _post(self, trade: _Trade, at: float) -> None:
+        self.posted_at[trade.trade_id] = at
+        async with self._http.post(
+            self._notify_url, data=trade.notify, headers={"Content-Type": "application/json"}
+        ) as response:
+            answer = await response.read()
+        if answer.strip().lower() != b"success":
+            raise RuntimeError(f"ingress answered {response.status} {answer[:200]!r}")
+
+    async def burst(self, trades: list[_Trade], *, concurrency: int) -> None:
+        queue = list(reversed(trades))
+
+        async def poster() -> None:
+            while queue:
+                await self._post(queue.pop(), time.perf_counter())
+
+        await asyncio.gather(*(poster() for _ in range(concurrency)))
+
+    async def paced(self, trades: list[_Trade], rate: float) -> None:
+        start = time.perf_counter()
+        tasks = []
+        for i, trade in enumerate(trades):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self._post(trade, scheduled)))
+        await asyncio.gather(*tasks)
+
+    async def wait(self, trades: list[_Trade], *, within: float) -> None:
+        deadline = time.monotonic() + within
+        while any(t.trade_id not in self.events for t in trades):
+            if time.monotonic() > deadline:
+                missing = sum(1 for t in trades if t.trade_id not in self.events)
+                raise RuntimeError(f"{missing} events missing after {within:.0f} s")
+            await asyncio.sleep(0.01)
+
+    def phase(self, trades: list[_Trade], *, started: float, cpu: float | None) -> Phase:
+        ended = max(self.events[t.trade_id][0] for t in trades)
+        return Phase(
+            trades=len(trades),
+            seconds=ended - started,
+            latencies=[self.events[t.trade_id][0] - self.posted_at[t.trade_id] for t in trades],
+            cpu=cpu,
+        )
+
+    def check(self, trades: list[_Trade]) -> list[str]:
+        """Problems: every trade exactly one succeeded event with its deterministic id."""
+        from schemas.trade_state import TradeState
+        from worker.trades.events import event_id
+
+        problems = []
+        for trade in trades:
+            _, got_id, got_type = self.events[trade.trade_id]
+            if got_type != "com.pooul.payment.succeeded":
+                problems.append(f"{trade.trade_id}: {got_type}")
+            if got_id != event_id(_MERCHANT_ID, trade.trade_id, TradeState.PAID):
+                problems.append(f"{trade.trade_id}: unexpected id {got_id}")
+        return problems
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._producer.stop()
+        await self._consumer.stop()
+        await self._client.stop()
+        await self._http.close()
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+
+async def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.broker import EmbeddedBroker, free_port
+
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if external else EmbeddedBroker()
+    if broker is not None:
+        await broker.start()
+    bootstrap = external or (broker.bootstrap_servers if broker else "")
+    # A fresh Settings (not model_copy): the merchant keys are parsed by a validator.
+    base = Settings(
+        **{
+            **settings.model_dump(),
+            "kafka_bootstrap_servers": bootstrap,
+            "pooul_merchant_keys": orjson.dumps({_MERCHANT_ID: _MERCHANT_KEY}).decode(),
+            "pooul_merchant_keys_file": None,
+            "pooul_topic_partitions": _PARTITIONS,
+            # No reconciliation check falls inside the run: only notifies drive it.
+            "pooul_reconcile_schedule": "3600",
+            "pooul_max_in_flight": max(settings.pooul_max_in_flight, 2000),
+        }
+    )
+    print(f"broker: {'external ' + bootstrap if external else 'embedded Tansu ' + bootstrap}")
+    print(
+        f"sandbox latency L = {args.latency_ms:g} ms, {_PARTITIONS} partitions, "
+        f"N = {args.trades} (baseline {args.baseline_trades}), {os.cpu_count()} CPUs"
+    )
+    sandbox = _Child(
+        name="sandbox",
+        argv=[sys.executable, "-m", "worker", "sandbox", "--port", str(port := free_port())],
+        env=_settings_env(base),
+        port=port,
+    )
+    try:
+        await sandbox.wait_ready("/sandbox/health")
+        baseline = await _run_worker(
+            base, sandbox=sandbox, args=args, baseline=True, burst=args.baseline_trades, paced=None
+        )
+        print(f"(a) baseline: {baseline['burst'].rate:,.1f} events/s")
+        main = await _run_worker(
+            base,
+            sandbox=sandbox,
+            args=args,
+            baseline=False,
+            burst=args.trades,
+            paced=args.paced_seconds or None,
+        )
+    finally:
+        await sandbox.stop()
+        if broker is not None:
+            await asyncio.to_thread(broker.stop_sync, 1.0)
+    return _report(baseline, main, latency_ms=args.latency_ms)
+
+
+async def _set_latency(url: str, latency_ms: float) -> None:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(f"{url}/sandbox/faults", json={"latency_ms": latency_ms}) as response,
+    ):
+        if response.status != 200:
+            raise RuntimeError(f"sandbox refused the latency: {await response.text()}")
+
+
+async def _run_worker(
+    base: Settings,
+    *,
+    sandbox: _Child,
+    args: argparse.Namespace,
+    baseline: bool,
+    burst: int,
+    paced: float | None,
+) -> dict[str, Phase]:
+    from worker.broker import free_port
+    from worker.topics import create_topics
+
+    suffix = f"bench-{uuid.uuid4().hex[:8]}"
+    topics = {f"pooul_topic_{name}": f"{topic}.{suffix}" for name, topic in base.topics().items()}
+    settings = base.model_copy(
+        update={
+            **topics,
+            "pooul_base_url": sandbox.url,
+            "pooul_trades_group_id": f"trades-{suffix}",
+        }
+    )
+    await create_topics(settings)
+    env = _settings_env(settings)
+    worker = _Child(
+        name="trades-baseline" if baseline else "trades",
+        argv=_worker_argv(baseline=baseline, port=(port := free_port())),
+        env=env,
+        port=port,
+    )
+    ingress = _Child(
+        name="ingress",
+        argv=[sys.executable, "-m", "worker", "ingress", "--port", str(iport := free_port())],
+        env={**env, "POOUL_INGRESS_HOST": "127.0.0.1"},
+        port=iport,
+    )
+    load = _Load(settings, sandbox_url=sandbox.url, ingress_url=ingress.url)
+    phases: dict[str, Phase] = {}
+    metrics_url = f"{worker.url}/metrics"
+    try:
+        await worker.wait_ready("/readyz")
+        await ingress.wait_ready("/readyz")
+        await load.start()
+        # Orders are created without latency; every query of the run then pays L.
+        await _set_latency(sandbox.url, 0)
+        trades = await load.prepare(burst, worker_metrics_url=metrics_url)
+        await _set_latency(sandbox.url, args.latency_ms)
+        others = _CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid)
+        cpu0 = _process_cpu(worker.pid)
+        started = time.perf_counter()
+        await load.burst(trades, concurrency=args.concurrency)
+        await load.wait(trades, within=max(120.0, burst * 0.05))
+        cpu1 = _process_cpu(worker.pid)
+        cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        phases["burst"] = load.phase(trades, started=started, cpu=cpu)
+        phases["burst"].others = others.read()
+        checked = list(trades)
+        if paced:
+            rate = phases["burst"].rate / 2
+            count = max(1, int(rate * paced))
+            await _set_latency(sandbox.url, 0)
+            trades = await load.prepare(count, worker_metrics_url=metrics_url)
+            await _set_latency(sandbox.url, args.latency_ms)
+            cpu0 = _process_cpu(worker.pid)
+            started = time.perf_counter()
+            await load.paced(trades, rate)
+            await load.wait(trades, within=120.0)
+            cpu1 = _process_cpu(worker.pid)
+            cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            phases["paced"] = load.phase(trades, started=started, cpu=cpu)
+            checked += trades
+        await asyncio.sleep(0.5)  # late repeats, if any, would show up in the count
+        problems = load.check(checked)
+        if problems or load.event_count != len(checked):
+            raise RuntimeError(
+                f"{len(problems)} wrong events ({problems[:3]}), {load.event_count} events "
+                f"for {len(checked)} trades"
+            )
+    finally:
+        await load.stop()
+        await ingress.stop()
+        await worker.stop()
+    return phases
+
+
+def _report(baseline: dict[str, Phase], main: dict[str, Phase], *, latency_ms: float) -> int:
+    def cpu(phase: Phase | None) -> str:
+        value = None if phase is None else phase.cpu_per_event
+        return "n/a" if value is None else f"{value * 1000:.3f} ms"
+
+    def latency(phase: Phase | None) -> str:
+        if phase is None:
+            return "-"
+        return f"{phase.percentile_ms(50):,.0f} / {phase.percentile_ms(99):,.0f}"
+
+    a, b = baseline["burst"], main["burst"]
+    paced = main.get("paced")
+    rows = [
+        ("burst paid trades", f"{a.trades}", f"{b.trades}"),
+        ("burst confirmed events/s", f"{a.rate:,.1f}", f"{b.rate:,.1f}"),
+        ("burst notify→event p50 / p99 (ms)", latency(a), latency(b)),
+        ("burst worker CPU per event", cpu(a), cpu(b)),
+        ("paced rate (events/s)", "-", "-" if paced is None else f"{paced.rate:,.1f}"),
+        ("paced notify→event p50 / p99 (ms)", "-", latency(paced)),
+        ("paced worker CPU per event", "-", cpu(paced)),
+    ]
+    print()
+    print(f"{'':36} {'(a) one per partition':>22} {'(b) trades worker':>20}")
+    for label, left, right in rows:
+        print(f"{label:36} {left:>22} {right:>20}")
+    ratio = b.rate / a.rate if a.rate else 0.0
+    cpu_b = b.cpu_per_event
+    print()
+    print(f"ratio b/a (events/s):        {ratio:,.1f}×   target ≥ {RATIO_TARGET:g}×  "
+          f"{'met' if ratio >= RATIO_TARGET else 'MISSED'}")  # fmt: skip
+    if cpu_b is None:
+        print("(b) CPU per event:           n/a (no /proc on this system)")
+    else:
+        print(f"(b) CPU per event:           {cpu_b * 1000:.3f} ms   target ≤ "
+              f"{CPU_TARGET_SECONDS * 1000:g} ms  {'met' if cpu_b <= CPU_TARGET_SECONDS else 'MISSED'}")  # fmt: skip
+    if paced is not None:
+        p99, bound = paced.percentile_ms(99), latency_ms + LATENCY_SLACK_MS
+        print(f"paced p99 notify→event:      {p99:,.0f} ms   target ≤ L + {LATENCY_SLACK_MS:g} = "
+              f"{bound:g} ms  {'met' if p99 <= bound else 'MISSED'}")  # fmt: skip
+    if b.others and b.cpu is not None:
+        spent = {"worker": b.cpu, **b.others}
+        total = sum(spent.values())
+        shares = ", ".join(f"{name} {seconds:.1f}" for name, seconds in spent.items())
+        print(
+            f"(b) burst CPU seconds: {shares} (broker not counted) = {total:.1f} of "
+            f"{(os.cpu_count() or 1) * b.seconds:.1f} available ({os.cpu_count()} CPUs × "
+            f"{b.seconds:.1f} s)"
+        )
+    print("events: every trade exactly one `succeeded` event with its deterministic id")
+    return 0
+
+
+if __name__ == "__main__":
+    # `python -m worker.bench.trades --baseline-worker PORT`: the baseline worker process (a).
+    child_args = argparse.ArgumentParser()
+    child_args.add_argument("--baseline-worker", type=int, required=True, metavar="PORT")
+    with asyncio.Runner(loop_factory=_loop_factory()) as child_runner:
+        child_runner.run(_serve_baseline_worker(child_args.parse_args().baseline_worker))
