@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 from worker.kafka import make_admin, make_consumer
+from worker.lag import high_watermarks
 from worker.settings import Settings
 
 __all__ = ["TopicInfo", "TopicSpec", "create_topics", "describe_topics", "topic_specs"]
@@ -108,7 +109,7 @@ async def describe_topics(settings: Settings) -> list[TopicInfo]:
             if not partitions:
                 continue
             tps = [TopicPartition(name, p) for p in sorted(partitions)]
-            ends = await consumer.end_offsets(tps)
+            ends = await high_watermarks(consumer, tps)
             infos.append(TopicInfo(name, len(tps), {tp.partition: ends[tp] for tp in tps}))
         return infos
     finally:

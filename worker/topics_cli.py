@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
+from worker.lag import print_group_lag
 from worker.settings import Settings
 from worker.topics import create_topics, describe_topics
 
@@ -49,4 +50,5 @@ def _describe(args: argparse.Namespace, settings: Settings) -> int:
     missing = set(settings.topics().values()) - {info.name for info in infos}
     for name in sorted(missing):
         print(f"{name:40} {'missing':>10}")
+    print_group_lag(settings)
     return 0
