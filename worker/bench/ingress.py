@@ -1,0 +1,430 @@
+"""`pooul-worker bench ingress`: the real ingress against a bare aiohttp handler, same run.
+
+- (a) bare: an aiohttp app (uvloop, no access log) that reads the body and answers `success`.
+- (b) ingress: `pooul-worker ingress` verifying signed notifies and writing each with acks=all
+  to a real broker (an embedded one unless `KAFKA_BOOTSTRAP_SERVERS` is set).
+
+Both servers are subprocesses, so their CPU time is read from /proc and nothing else counts;
+they get the same signed notify bodies from the same load generator in this process. The load
+generator is a small asyncio protocol speaking keep-alive HTTP/1.1: aiohttp's own client costs
+more CPU per request than the server under test, so it would end up measuring itself.
+
+Phases, for each server:
+1. peak — closed loop: `--concurrency` connections, each sends the next notify on an answer.
+2. paced — open loop at half of (b)'s peak rate, latency measured from each request's
+   *scheduled* send time, so queueing behind a slow answer is counted (no coordinated omission).
+
+Targets: peak(b) / peak(a) ≥ 0.6, and (b)'s p99 ≤ 20 ms in the paced phase. After the run the
+trade-signals topic must hold at least as many records as (b) answered `success`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from worker.bench.httpload import PhaseResult, closed_loop, paced
+from worker.settings import Settings
+
+__all__ = ["register"]
+
+PEAK_RATIO_TARGET = 0.6
+PACED_P99_TARGET_MS = 20.0
+
+_MERCHANT_ID = "888100000009999"
+_MERCHANT_KEY = "bench-md5-key-0123456789abcdef"
+_NOTIFY_PATH = "/pooul/notify"
+_STARTUP_SECONDS = 30.0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "ingress",
+        help="ingress (verify + acks=all produce) vs a bare aiohttp handler",
+        description="Runs both servers as subprocesses on this machine and prints requests/s, "
+        "p50/p99 latency and server CPU seconds per request for each, and the ratio b/a.",
+    )
+    parser.add_argument("--concurrency", type=int, default=64, help="connections (peak phase)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per phase")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds discarded per phase")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.ingress.cli import event_loop_factory
+
+    if args.concurrency < 1 or args.duration <= 0 or args.warmup < 0:
+        print("pooul-worker bench ingress: --concurrency ≥ 1, --duration > 0, --warmup ≥ 0")
+        return 2
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(
+            _bench(
+                settings=settings,
+                concurrency=args.concurrency,
+                duration=args.duration,
+                warmup=args.warmup,
+            )
+        )
+
+
+# --- notifies -------------------------------------------------------------------------------
+
+
+def _notify_requests(count: int) -> list[bytes]:
+    """Distinct, correctly signed notifies as complete HTTP requests (~1 KB bodies)."""
+    from worker.pooul.signing import sign
+
+    requests = []
+    for n in range(count):
+        data: dict[str, Any] = {
+            "merchant_id": _MERCHANT_ID,
+            "trade_id": f"B{n:012d}{uuid.uuid4().hex[:8]}",
+            "mch_trade_id": f"M{n:012d}",
+            "out_trade_id": f"O{n:012d}",
+            "ch_trade_id": f"2026112522001{n:012d}",
+            "pay_type": "alipay.jsapi",
+            "trade_state": 0,
+            "total_fee": 12,
+            "fee_type": "CNY",
+            "time_end": 1795600000 + n,
+            "nonce_str": uuid.uuid4().hex,
+            "attach": "云南普洱 357g",
+            "buyer_logon_id": "138****1234",
+            "buyer_user_id": "2088102146225135",
+            "openid": "2088102146225135",
+            "fund_bill_list": '[{"fund_channel":"ALIPAYACCOUNT","amount":"0.12"}]',
+            "bank_type": "ALIPAYACCOUNT",
+        }
+        body = orjson.dumps(
+            {
+                "code": 0,
+                "msg": None,
+                "data": data,
+                "version": "1.0",
+                "sign_type": "md5",
+                "sign": sign(data, _MERCHANT_KEY),
+            }
+        )
+        head = (
+            f"POST {_NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append(head.encode() + body)
+    return requests
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+class _ServerProcess:
+    """A server subprocess on a free port; stopped with SIGTERM."""
+
+    def __init__(self, *, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
+        self.name = name
+        self.port = port
+        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=self._log, stdin=subprocess.DEVNULL
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def wait_ready(self, path: str) -> None:
+        import aiohttp
+
+        url = f"http://127.0.0.1:{self.port}{path}"
+        deadline = time.monotonic() + _STARTUP_SECONDS
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(url) as response:
+                        if response.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{self.name} not ready in {_STARTUP_SECONDS} s: {self.log_tail()}"
+                    )
+                await asyncio.sleep(0.05)
+
+    def log_tail(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")[-2000:]
+
+    async def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                await asyncio.to_thread(self.process.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait)
+        self._log.close()
+
+
+def _bare_server(port: int) -> _ServerProcess:
+    return _ServerProcess(
+        name="bare",
+        argv=[sys.executable, "-m", "worker.bench.ingress", "--bare-port", str(port)],
+        env=dict(os.environ),
+        port=port,
+    )
+
+
+def _ingress_server(port: int, *, bootstrap: str, topic: str) -> _ServerProcess:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "POOUL_MERCHANT_KEYS": orjson.dumps({_MERCHANT_ID: _MERCHANT_KEY}).decode(),
+        "POOUL_TOPIC_TRADE_SIGNALS": topic,
+        "POOUL_LOG_LEVEL": "INFO",
+        "POOUL_LOG_FORMAT": "json",
+    }
+    env.pop("POOUL_MERCHANT_KEYS_FILE", None)
+    return _ServerProcess(
+        name="ingress",
+        argv=[
+            sys.executable,
+            "-m",
+            "worker",
+            "ingress",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        port=port,
+    )
+
+
+def _serve_bare(port: int) -> None:
+    """The baseline: what any aiohttp notify endpoint costs before doing any work."""
+    from aiohttp import web
+
+    from worker.ingress.cli import event_loop_factory
+
+    async def notify(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="success", content_type="text/plain")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post(_NOTIFY_PATH, notify)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        loop=(event_loop_factory() or asyncio.new_event_loop)(),
+    )
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+
+async def _bench(*, settings: Settings, concurrency: int, duration: float, warmup: float) -> int:
+    from worker.broker import EmbeddedBroker, free_port
+
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if external else EmbeddedBroker()
+    if broker is not None:
+        await broker.start()
+    bootstrap = external or (broker.bootstrap_servers if broker else "")
+    topic = f"{settings.pooul_topic_trade_signals}.bench-{uuid.uuid4().hex[:8]}"
+    bench_settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": bootstrap, "pooul_topic_trade_signals": topic}
+    )
+    print(f"broker: {'external ' + bootstrap if external else 'embedded Tansu ' + bootstrap}")
+    print(f"topic: {topic} ({bench_settings.pooul_topic_partitions} partitions), "
+          f"concurrency {concurrency}, warmup {warmup:g} s, {duration:g} s per phase, "
+          f"{os.cpu_count()} CPUs, load average {_load():.2f} at start")  # fmt: skip
+    try:
+        await _create_topic(bench_settings)
+        notifies = _notify_requests(20_000)
+        results: dict[str, dict[str, PhaseResult]] = {"bare": {}, "ingress": {}}
+        bare = _bare_server(free_port())
+        try:
+            await bare.wait_ready("/healthz")
+            results["bare"]["peak"] = await closed_loop(
+                host="127.0.0.1",
+                port=bare.port,
+                requests=itertools.cycle(notifies),
+                concurrency=concurrency,
+                warmup=warmup,
+                duration=duration,
+                server_pid=bare.pid,
+            )
+            ingress = _ingress_server(free_port(), bootstrap=bootstrap, topic=topic)
+            try:
+                await ingress.wait_ready("/readyz")
+                results["ingress"]["peak"] = await closed_loop(
+                    host="127.0.0.1",
+                    port=ingress.port,
+                    requests=itertools.cycle(notifies),
+                    concurrency=concurrency,
+                    warmup=warmup,
+                    duration=duration,
+                    server_pid=ingress.pid,
+                )
+                half = results["ingress"]["peak"].rate / 2
+                results["ingress"]["paced"] = await paced(
+                    host="127.0.0.1",
+                    port=ingress.port,
+                    requests=itertools.cycle(notifies),
+                    rate=half,
+                    warmup=warmup,
+                    duration=duration,
+                    server_pid=ingress.pid,
+                )
+            finally:
+                await ingress.stop()
+            # The baseline at the same paced rate, for comparison.
+            results["bare"]["paced"] = await paced(
+                host="127.0.0.1",
+                port=bare.port,
+                requests=itertools.cycle(notifies),
+                rate=half,
+                warmup=warmup,
+                duration=duration,
+                server_pid=bare.pid,
+            )
+        finally:
+            await bare.stop()
+        records = await _record_count(bench_settings)
+        print(f"load average {_load():.2f} at the end (other processes share these CPUs)")
+        return _report(results, records=records)
+    finally:
+        if external:
+            await _delete_topic(bench_settings)
+        if broker is not None:
+            await asyncio.to_thread(broker.stop_sync, 1.0)
+
+
+def _load() -> float:
+    """The 1-minute load average: a busy machine makes every number here worse."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+async def _create_topic(settings: Settings) -> None:
+    from aiokafka.admin import NewTopic
+
+    from worker.kafka import make_admin
+
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    settings.pooul_topic_trade_signals,
+                    settings.pooul_topic_partitions,
+                    settings.pooul_topic_replication_factor,
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+async def _delete_topic(settings: Settings) -> None:
+    from worker.kafka import make_admin
+
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        with contextlib.suppress(Exception):
+            await admin.delete_topics([settings.pooul_topic_trade_signals])
+    finally:
+        await admin.close()
+
+
+async def _record_count(settings: Settings) -> int:
+    from aiokafka import TopicPartition
+
+    from worker.kafka import make_consumer
+
+    topic = settings.pooul_topic_trade_signals
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        ends = await consumer.end_offsets(partitions)
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+def _report(results: dict[str, dict[str, PhaseResult]], *, records: int) -> int:
+    bare, ingress = results["bare"], results["ingress"]
+
+    def cpu(result: PhaseResult) -> str:
+        value = result.cpu_per_request
+        return "n/a" if value is None else f"{value * 1e6:.0f} µs"
+
+    rows: list[tuple[str, Callable[[dict[str, PhaseResult]], str]]] = [
+        ("peak requests/s", lambda r: f"{r['peak'].rate:,.0f}"),
+        ("peak p50 / p99 (ms)", lambda r: f"{r['peak'].percentile_ms(50):.2f} / {r['peak'].percentile_ms(99):.2f}"),
+        ("peak server CPU per request", lambda r: cpu(r["peak"])),
+        ("peak load-generator CPU use", lambda r: f"{r['peak'].client_cpu / r['peak'].seconds:.0%}"),
+        ("paced rate (req/s)", lambda r: f"{r['paced'].rate:,.0f}"),
+        ("paced p50 / p99 (ms)", lambda r: f"{r['paced'].percentile_ms(50):.2f} / {r['paced'].percentile_ms(99):.2f}"),
+        ("paced server CPU per request", lambda r: cpu(r["paced"])),
+    ]  # fmt: skip
+    print()
+    print(f"{'':32} {'(a) bare aiohttp':>20} {'(b) ingress acks=all':>22}")
+    for label, render in rows:
+        print(f"{label:32} {render(bare):>20} {render(ingress):>22}")
+    ratio = ingress["peak"].rate / bare["peak"].rate if bare["peak"].rate else 0.0
+    p99 = ingress["paced"].percentile_ms(99)
+    print()
+    print(f"ratio b/a (peak requests/s):  {ratio:.2f}   target ≥ {PEAK_RATIO_TARGET}  "
+          f"{'met' if ratio >= PEAK_RATIO_TARGET else 'MISSED'}")  # fmt: skip
+    print(f"(b) p99 at half its peak:     {p99:.2f} ms   target ≤ {PACED_P99_TARGET_MS:g} ms  "
+          f"{'met' if p99 <= PACED_P99_TARGET_MS else 'MISSED'}")  # fmt: skip
+    successes = sum(phase.successes for phase in ingress.values())
+    other = Counter(
+        {
+            k: v
+            for phase in ingress.values()
+            for k, v in phase.answers.items()
+            if k != (200, b"success")
+        }
+    )
+    print(f"(b) answers: {successes} success (measured windows), other: {dict(other) or 'none'}")
+    print(f"records on the topic: {records} (every success is one; warmup requests add more)")
+    if records < successes:
+        print("ERROR: fewer records than successes: a success was not backed by a write")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # `python -m worker.bench.ingress --bare-port P`: the baseline server process.
+    bare_args = argparse.ArgumentParser()
+    bare_args.add_argument("--bare-port", type=int, required=True)
+    _serve_bare(bare_args.parse_args().bare_port)
