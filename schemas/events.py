@@ -25,7 +25,6 @@ __all__ = [
     "PUBLISHED_STATES",
     "PaymentEvent",
     "PaymentEventData",
-    "event_type_for",
 ]
 
 EVENT_SPECVERSION: Final = "1.0"
@@ -61,11 +60,6 @@ def _rfc3339(value: datetime) -> str:
 
 # Aware datetimes only, written as RFC 3339 UTC (`2024-05-01T08:00:00.000Z`).
 UtcTime = Annotated[AwareDatetime, PlainSerializer(_rfc3339, return_type=str, when_used="json")]
-
-
-def event_type_for(state: TradeState) -> str:
-    """The CloudEvents `type` of a published state; `KeyError` for states that publish nothing."""
-    return EVENT_TYPES[state]
 
 
 class PaymentEventData(BaseModel):

@@ -117,11 +117,22 @@ def test_recovery_with_unknown_amount_conflicts():
     assert "unknown amount" in conflict.msg
 
 
-def test_recovery_with_other_merchant_conflicts():
-    """An existing order of another merchant is a conflict."""
+def test_recovery_with_other_or_no_merchant_conflicts():
+    """An existing order of another merchant, or naming none, is a conflict."""
     conflict = recover_order(request(), query_data(merchant_id="777"), now=NOW, default_ttl=TTL)
     assert isinstance(conflict, Conflict)
     assert "merchant 777" in conflict.msg
+    unnamed = recover_order(request(), query_data(merchant_id=""), now=NOW, default_ttl=TTL)
+    assert isinstance(unnamed, Conflict)
+    assert "(none given)" in unnamed.msg
+
+
+def test_recovery_of_another_mch_trade_id_conflicts():
+    """An answer about another mch_trade_id than the one queried is not our order."""
+    conflict = recover_order(request(), query_data(mch_trade_id="T2"), now=NOW, default_ttl=TTL)
+    assert isinstance(conflict, Conflict)
+    assert conflict.trade_id == "P9"
+    assert "mch_trade_id T2" in conflict.msg
 
 
 def test_state_keeps_orders_per_merchant():

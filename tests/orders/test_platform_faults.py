@@ -14,9 +14,10 @@ UNKNOWN_TO_PLATFORM = "888100000000009"
 
 
 async def test_permanent_codes_fail_after_one_call(make_rig):
-    """101 (bad signature) and 200 (unknown merchant) answer `failed` with code and msg, once."""
+    """101, 200, 201, 202 and 1500 each answer `failed` with the platform's code and msg after
+    exactly one platform call: no retry, no order, no signal."""
     # The worker signs OTHER_MERCHANT_ID's requests with a key the platform does not have, and
-    # knows a merchant the platform does not.
+    # knows a merchant the platform does not: the real 101 and 200.
     worker_keys = {
         MERCHANT_ID: MERCHANT_KEY,
         OTHER_MERCHANT_ID: "not-the-platform-key",
@@ -25,35 +26,59 @@ async def test_permanent_codes_fail_after_one_call(make_rig):
     rig = await make_rig(pooul_merchant_keys=orjson.dumps(worker_keys).decode())
     bad_signature = order_request(merchant_id=OTHER_MERCHANT_ID)
     unknown = order_request(merchant_id=UNKNOWN_TO_PLATFORM)
+    expected = {
+        bad_signature["mch_trade_id"]: (101, "signature"),
+        unknown["mch_trade_id"]: (200, "unknown merchant"),
+    }
     async with running_orders(rig.settings) as registry:
         await rig.send(bad_signature)
         await rig.send(unknown)
-        received = await rig.results(2)
-    by_merchant = {result.merchant_id: result for _, result in received}
-    for merchant, code in ((OTHER_MERCHANT_ID, 101), (UNKNOWN_TO_PLATFORM, 200)):
-        result = by_merchant[merchant]
-        assert isinstance(result, OrderFailed)
+        await rig.results(2)
+        # Refusals of the merchant's account that a valid request cannot provoke: the sandbox
+        # forces them, one code at a time.
+        for code, words in ((201, "disabled"), (202, "not enabled"), (1500, "channel")):
+            await rig.faults(force_code=code, force_code_endpoints=["pay"])
+            request = order_request()
+            expected[request["mch_trade_id"]] = (code, words)
+            await rig.send(request)
+            await rig.results(len(expected))
+        received = await rig.reader(rig.settings.pooul_topic_order_results).settle(0.3)
+    assert len(received) == len(expected)
+    for record, result in await rig.results(len(expected)):
+        assert record.key is not None
+        code, words = expected[record.key.decode()]
+        assert isinstance(result, OrderFailed), result
         assert (result.reason, result.code, result.retryable) == ("platform_refused", code, False)
-        assert result.msg
-    assert await rig.pay_calls() == {"101": 1, "200": 1}
+        assert words in result.msg, (code, result.msg)
+    assert await rig.pay_calls() == {"101": 1, "200": 1, "201": 1, "202": 1, "1500": 1}
+    assert await rig.platform_orders() == []
+    assert await rig.reader(rig.settings.pooul_topic_trade_signals).settle(0.2) == []
+    assert await rig.reader(rig.settings.pooul_topic_dead_letters).settle(0.2) == []
     assert metric(registry, "pooul_orders_retries_total", reason="retryable_code") == 0
     assert (
         metric(registry, "pooul_orders_results_total", outcome="failed", path="platform_refused")
-        == 2
+        == 5
     )
 
 
-async def test_retryable_code_gives_up_with_retryable_failure(make_rig):
-    """A platform answering 601 every time gets POOUL_MAX_ATTEMPTS calls, then `failed` (retryable)."""
+async def test_retryable_codes_give_up_with_retryable_failure(make_rig):
+    """A platform answering 601 (or 108) every time gets POOUL_MAX_ATTEMPTS calls, then
+    `failed` (retries_exhausted, retryable) with that code."""
     rig = await make_rig(pooul_max_attempts=3)
-    await rig.faults(code_601_rate=1.0)
+    await rig.faults(merchant_id=MERCHANT_ID, code_601_rate=1.0)
+    await rig.faults(merchant_id=OTHER_MERCHANT_ID, force_code=108, force_code_endpoints=["pay"])
     async with running_orders(rig.settings) as registry:
         await rig.send(order_request())
-        [(_, result)] = await rig.results(1)
-    assert isinstance(result, OrderFailed)
-    assert (result.reason, result.code, result.retryable) == ("retries_exhausted", 601, True)
-    assert await rig.pay_calls() == {"601": 3}
-    assert metric(registry, "pooul_orders_retries_total", reason="retryable_code") == 2
+        await rig.send(order_request(merchant_id=OTHER_MERCHANT_ID))
+        received = await rig.results(2)
+    by_merchant = {result.merchant_id: result for _, result in received}
+    for merchant, code in ((MERCHANT_ID, 601), (OTHER_MERCHANT_ID, 108)):
+        result = by_merchant[merchant]
+        assert isinstance(result, OrderFailed)
+        assert (result.reason, result.code, result.retryable) == ("retries_exhausted", code, True)
+        assert "gave up after 3 attempts" in result.msg
+    assert await rig.pay_calls() == {"601": 3, "108": 3}
+    assert metric(registry, "pooul_orders_retries_total", reason="retryable_code") == 4
     assert await rig.reader(rig.settings.pooul_topic_dead_letters).settle(0.2) == []
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import uuid
 from typing import Any
@@ -14,18 +13,24 @@ import aiohttp
 import orjson
 
 from tests.fixtures.broker import MERCHANT_ID, MERCHANT_KEY, MERCHANT_KEYS
-from tests.sandbox.wire import PAY, QUERY, call, control, data_verifies, pay_fields, post_json
+from tests.sandbox.wire import (
+    PAY,
+    QUERY,
+    call,
+    control,
+    create_order,
+    data_verifies,
+    pay_fields,
+    post_json,
+)
+from worker.broker import free_port
 from worker.sandbox import SandboxServer
 
 
 async def _order(
     http: aiohttp.ClientSession, sandbox: SandboxServer, **overrides: Any
 ) -> dict[str, Any]:
-    fields = pay_fields(MERCHANT_ID, "C" + uuid.uuid4().hex[:20], **overrides)
-    response = await call(http, sandbox.url, PAY, fields, MERCHANT_KEY)
-    assert response["code"] == 0, response
-    data: dict[str, Any] = response["data"]
-    return data
+    return await create_order(http, sandbox.url, MERCHANT_ID, MERCHANT_KEY, prefix="C", **overrides)
 
 
 async def test_forge_sends_a_signed_claim_and_leaves_the_order_unchanged(
@@ -127,16 +132,9 @@ async def test_public_url_is_the_base_of_pay_url(make_sandbox, http):
     assert created["pay_url"] == f"http://localhost:18090/sandbox/cashier/{created['trade_id']}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_cli_serves_the_gateway_and_stops_on_sigterm(http):
     """`pooul-worker sandbox --port N` serves signed calls and exits 0 on SIGTERM."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "POOUL_MERCHANT_KEYS": orjson.dumps(MERCHANT_KEYS).decode(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import aiohttp
@@ -12,11 +11,13 @@ import pytest
 
 from tests.fixtures.broker import MERCHANT_ID, MERCHANT_KEY, OTHER_MERCHANT_ID, OTHER_MERCHANT_KEY
 from tests.sandbox.wire import (
+    CLOSE,
     PAY,
     QUERY,
     call,
     control,
     data_verifies,
+    new_mch_trade_id,
     pay_fields,
     post_json,
     signed,
@@ -25,7 +26,7 @@ from worker.sandbox import SandboxServer
 
 
 def _mch() -> str:
-    return "F" + uuid.uuid4().hex[:20]
+    return new_mch_trade_id("F")
 
 
 async def _faults(
@@ -198,6 +199,66 @@ async def test_forge_notify_rate_sends_a_paid_claim_the_order_does_not_back(
     assert [n["kind"] for n in order["notifications"]] == ["forged"]
 
 
+async def test_force_code_refuses_the_chosen_endpoint_and_changes_nothing(sandbox, http):
+    """`force_code` answers that code (no data, no sign) on its endpoints only, after the real
+    authentication checks, and creates nothing; an undocumented code is answered as well."""
+    _, existing = await _pay(http, sandbox)
+    trade_id = existing["data"]["trade_id"]
+    await _faults(http, sandbox, force_code=202, force_code_endpoints=["pay"])
+    status, body = await _pay(http, sandbox)
+    assert status == 200 and body["code"] == 202 and body["msg"]
+    assert "data" not in body and "sign" not in body
+    # A request that fails authentication gets its real code, not the forced one.
+    _, body = await _pay(http, sandbox, key=OTHER_MERCHANT_KEY)
+    assert body["code"] == 101
+    query = await call(
+        http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, "trade_id": trade_id}, MERCHANT_KEY
+    )
+    assert query["code"] == 0 and query["data"]["trade_id"] == trade_id
+    await _faults(http, sandbox, force_code=600, force_code_endpoints=["query", "order_close"])
+    query = await call(
+        http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, "trade_id": trade_id}, MERCHANT_KEY
+    )
+    assert query["code"] == 600 and query["err_code"] == "SANDBOX_FAULT"
+    close = await call(
+        http, sandbox.url, CLOSE, {"merchant_id": MERCHANT_ID, "trade_id": trade_id}, MERCHANT_KEY
+    )
+    assert close["code"] == 600
+    await _faults(http, sandbox, force_code=999)
+    _, body = await _pay(http, sandbox)
+    assert body["code"] == 999 and "999" in body["msg"]
+    _, listed = await control(
+        http, sandbox.url, "GET", f"/sandbox/orders?merchant_id={MERCHANT_ID}"
+    )
+    assert listed["count"] == 1
+    assert listed["orders"][0]["trade_state"] == 2
+    _, stats = await control(http, sandbox.url, "GET", "/sandbox/stats")
+    assert stats["calls"] == {
+        "pay": {"0": 1, "202": 1, "101": 1, "999": 1},
+        "query": {"0": 1, "600": 1},
+        "order_close": {"600": 1},
+    }
+
+
+async def test_force_code_rate_is_a_seeded_share_of_calls(make_sandbox, http):
+    """With `force_code_rate` 0.5 some calls get the code and the others succeed, the same
+    ones for the same seed; a merchant's own config without it is not refused."""
+    patterns = []
+    for _ in range(2):
+        server = await make_sandbox(seed=11)
+        await _faults(http, server, force_code=1500, force_code_rate=0.5)
+        await _faults(http, server, merchant_id=OTHER_MERCHANT_ID, latency_ms=0)
+        pattern = []
+        for index in range(16):
+            _, body = await _pay(http, server, mch_trade_id=f"forced-{index}")
+            pattern.append(body["code"])
+        _, other = await _pay(http, server, OTHER_MERCHANT_ID, OTHER_MERCHANT_KEY)
+        assert other["code"] == 0
+        patterns.append(pattern)
+    assert patterns[0] == patterns[1]
+    assert set(patterns[0]) == {0, 1500}
+
+
 async def test_fault_config_is_validated(sandbox, http):
     """Out-of-range rates, unknown fields, bad latency ranges and unknown merchants get 400."""
     for body in (
@@ -207,6 +268,11 @@ async def test_fault_config_is_validated(sandbox, http):
         {"latency_ms": -1},
         {"notify_duplicates": -1},
         {"merchant_id": "not-a-merchant", "error_500_rate": 0.1},
+        {"force_code": 0},
+        {"force_code": "202"},
+        {"force_code": 202, "force_code_rate": 2},
+        {"force_code": 202, "force_code_endpoints": ["refund"]},
+        {"force_code": 202, "force_code_endpoints": []},
     ):
         status, answer = await control(http, sandbox.url, "PUT", "/sandbox/faults", body)
         assert status == 400 and answer["error"], body

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import aiohttp
@@ -18,8 +17,10 @@ from tests.sandbox.wire import (
     QUERY,
     call,
     control,
+    create_order,
     data_verifies,
     md5_sign,
+    new_mch_trade_id,
     pay_fields,
     post_json,
     signed,
@@ -28,18 +29,13 @@ from worker.sandbox import SandboxServer
 
 
 def _mch() -> str:
-    return "T" + uuid.uuid4().hex[:20]
+    return new_mch_trade_id("T")
 
 
 async def _create(
     http: aiohttp.ClientSession, sandbox: SandboxServer, **overrides: Any
 ) -> dict[str, Any]:
-    response = await call(
-        http, sandbox.url, PAY, pay_fields(MERCHANT_ID, _mch(), **overrides), MERCHANT_KEY
-    )
-    assert response["code"] == 0, response
-    data: dict[str, Any] = response["data"]
-    return data
+    return await create_order(http, sandbox.url, MERCHANT_ID, MERCHANT_KEY, prefix="T", **overrides)
 
 
 def test_independent_signer_matches_published_vector():

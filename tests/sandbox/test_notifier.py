@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.fixtures.broker import MERCHANT_ID, MERCHANT_KEY
-from tests.sandbox.wire import PAY, QUERY, call, control, data_verifies, pay_fields
+from tests.sandbox.wire import QUERY, call, control, create_order, data_verifies
 from worker.sandbox import RETRY_INTERVALS, SandboxServer
 
 
 async def _order(
     http: aiohttp.ClientSession, sandbox: SandboxServer, notify_url: str, **overrides: Any
 ) -> dict[str, Any]:
-    fields = pay_fields(
-        MERCHANT_ID, "N" + uuid.uuid4().hex[:20], notify_url=notify_url, **overrides
+    return await create_order(
+        http, sandbox.url, MERCHANT_ID, MERCHANT_KEY, prefix="N", notify_url=notify_url, **overrides
     )
-    response = await call(http, sandbox.url, PAY, fields, MERCHANT_KEY)
-    assert response["code"] == 0, response
-    data: dict[str, Any] = response["data"]
-    return data
 
 
 async def _settled(
@@ -89,7 +84,8 @@ async def test_failing_receiver_gets_retries_on_the_scaled_schedule(sandbox, not
     for before, after, interval in zip(attempts, attempts[1:], RETRY_INTERVALS, strict=False):
         # Tolerance: wall-clock stamps vs the loop's monotonic timer.
         assert after["at"] - before["at"] >= interval * scale - 0.0005
-    await asyncio.sleep(RETRY_INTERVALS[3] * scale * 2)
+    # Delivered: nothing is left scheduled, so no fifth delivery can follow.
+    assert sandbox.sandbox.notifier.pending == 0
     received = notify_receiver.received
     assert len(received) == 4
     assert len({r.body for r in received}) == 1
@@ -195,7 +191,7 @@ async def test_pay_without_notify_sends_nothing(sandbox, notify_receiver, http):
         http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay", {"notify": False}
     )
     assert status == 200 and order["trade_state"] == 0 and order["notifications"] == []
-    await asyncio.sleep(0.05)
+    assert sandbox.sandbox.notifier.pending == 0
     assert notify_receiver.received == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 import aiohttp
@@ -81,3 +82,25 @@ async def control(
     kwargs: dict[str, Any] = {} if body is None else {"json": body}
     async with session.request(method, base_url + path, **kwargs) as resp:
         return resp.status, await resp.json()
+
+
+def new_mch_trade_id(prefix: str) -> str:
+    """A fresh merchant order number (`prefix` tells the test modules' orders apart)."""
+    return prefix + uuid.uuid4().hex[:20]
+
+
+async def create_order(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    merchant_id: str,
+    key: str,
+    *,
+    prefix: str = "S",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A unified order that must succeed (code 0): its answer's `data`."""
+    fields = pay_fields(merchant_id, new_mch_trade_id(prefix), **overrides)
+    response = await call(session, base_url, PAY, fields, key)
+    assert response["code"] == 0, response
+    data: dict[str, Any] = response["data"]
+    return data

@@ -39,6 +39,7 @@ class PlacedOrder:
     trade_id: str
     mch_trade_id: str
     total_fee: int
+    merchant_id: str = MERCHANT_ID
 
 
 @dataclass(slots=True)
@@ -211,13 +212,14 @@ class TradesRig:
         expire_in: float | None = None,
         signal: bool = True,
         notify_url: str | None = None,
+        merchant_id: str = MERCHANT_ID,
     ) -> PlacedOrder:
         """A platform order (notifies to the ingress) and, unless `signal=False`, its signal."""
         mch_trade_id = f"M{uuid.uuid4().hex[:20]}"
         expire = None if expire_in is None else int(time.time() + expire_in)
         created = await self.client.create_order(
             UnifiedOrderRequest(
-                merchant_id=MERCHANT_ID,
+                merchant_id=merchant_id,
                 mch_trade_id=mch_trade_id,
                 body="test goods",
                 total_fee=total_fee,
@@ -227,7 +229,7 @@ class TradesRig:
                 time_expire=expire,
             )
         )
-        order = PlacedOrder(created.trade_id, mch_trade_id, total_fee)
+        order = PlacedOrder(created.trade_id, mch_trade_id, total_fee, merchant_id)
         if signal:
             expires_at = expire if expire is not None else time.time() + 3600
             await self.send_order_created(order, expires_at=expires_at)
@@ -237,7 +239,7 @@ class TradesRig:
         """What the orders worker writes once the platform accepted an order."""
         signal = OrderCreatedSignal(
             trade_id=order.trade_id,
-            merchant_id=MERCHANT_ID,
+            merchant_id=order.merchant_id,
             mch_trade_id=order.mch_trade_id,
             total_fee=order.total_fee,
             expires_at=datetime.fromtimestamp(expires_at, UTC),
@@ -247,7 +249,10 @@ class TradesRig:
             self.settings.pooul_topic_trade_signals,
             signal.model_dump_json().encode(),
             key=order.trade_id.encode(),
-            headers=[(KIND_HEADER, b"order_created"), (MERCHANT_HEADER, MERCHANT_ID.encode())],
+            headers=[
+                (KIND_HEADER, b"order_created"),
+                (MERCHANT_HEADER, order.merchant_id.encode()),
+            ],
         )
 
     async def _control(self, method: str, path: str, body: Any = None) -> Any:

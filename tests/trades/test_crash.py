@@ -17,6 +17,7 @@ import pytest
 
 from schemas.trade_state import TradeState
 from tests.fixtures.broker import MERCHANT_ID
+from tests.fixtures.sandbox import SANDBOX_TIME_SCALE, sandbox_settings
 from tests.trades.conftest import fast_settings
 from tests.trades.rig import PlacedOrder, TradesRig, wait_until
 from worker.broker import free_port
@@ -87,7 +88,7 @@ async def test_sigkill_and_rebalance_lose_no_payment_and_keep_ids_stable(
 ) -> None:
     """Two SIGKILLs, then two workers sharing the partitions and one leaving, while 1400
     paid trades (a fifth of their notifies lost, the rest duplicated) and 100 unpaid flow."""
-    async with SandboxServer(settings=_sandbox_settings(), time_scale=0.001) as sandbox:
+    async with SandboxServer(settings=sandbox_settings(), time_scale=SANDBOX_TIME_SCALE) as sandbox:
         settings = await fast_settings(
             kafka_bootstrap, sandbox.url, pooul_max_in_flight=64, pooul_commit_interval=0.5
         )
@@ -100,12 +101,6 @@ async def test_sigkill_and_rebalance_lose_no_payment_and_keep_ids_stable(
                 await _run(rig, settings, tmp_path / "trades.log")
             finally:
                 await rig.stop()
-
-
-def _sandbox_settings() -> Settings:
-    from tests.fixtures.sandbox import sandbox_settings
-
-    return sandbox_settings()
 
 
 async def _create(rig: TradesRig, count: int) -> list[PlacedOrder]:

@@ -1,4 +1,4 @@
-"""The reconciliation schedule: parsing, backoff, expiry-aware next checks, retention."""
+"""The reconciliation schedule: parsing, backoff, expiry-aware next checks."""
 
 from __future__ import annotations
 
@@ -57,11 +57,3 @@ def test_next_check_never_passes_the_moment_the_trade_may_close() -> None:
     assert policy.next_check_at(trade_id="T", checks=0, now=1000.0, expires_at=None) == 1600.0
     # Already past the close moment: the schedule applies again (no busy loop at expiry).
     assert policy.next_check_at(trade_id="T", checks=0, now=1200.0, expires_at=1100.0) == 1800.0
-
-
-def test_retention_counts_from_the_latest_of_now_and_expiry() -> None:
-    """Entries live `retention` seconds after the last change or the expiry, whichever is later."""
-    policy = ReconcilePolicy(retention=100.0)
-    assert policy.keep_until(now=10.0, expires_at=50.0) == 150.0
-    assert policy.keep_until(now=60.0, expires_at=50.0) == 160.0
-    assert policy.keep_until(now=60.0, expires_at=None) == 160.0

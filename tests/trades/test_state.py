@@ -291,3 +291,46 @@ def test_entries_are_kept_for_the_retention_after_the_last_change_expiry_or_chec
     assert record.keep_until(policy) == NOW + 900 + 7 * 86400.0
     confirmed = owned(updated_at=NOW + 5000, expires_at=NOW + 300, next_check_at=None)
     assert confirmed.keep_until(policy) == NOW + 5000 + 7 * 86400.0
+
+
+def test_repeated_order_created_signal_with_other_times_is_a_duplicate() -> None:
+    """A second signal for the same order (the orders worker crashed between its signal and its
+    state, then recovered the order after a 107) is skipped whatever its created_at/expires_at,
+    before and after the trade was paid; the first expiry and schedule are kept."""
+    first = apply_order_created(None, order_signal(), now=NOW, policy=POLICY).record
+    again = order_signal(
+        created_at=datetime.fromtimestamp(NOW + 40, UTC),
+        expires_at=datetime.fromtimestamp(NOW + 7240, UTC),
+    )
+    repeat = apply_order_created(first, again, now=NOW + 40, policy=POLICY)
+    assert (repeat.kind, repeat.record) == ("duplicate", first)
+    paid = apply_answer(first, answer(0), now=NOW + 50, policy=POLICY).record
+    late = apply_order_created(paid, again, now=NOW + 60, policy=POLICY)
+    assert (late.kind, late.record) == ("duplicate", paid)
+    assert late.record.published is TradeState.PAID
+
+
+def test_order_created_for_an_abandoned_trade_schedules_it_again() -> None:
+    """A trade given up on (notify-only, expired) is checked again once its order turns up."""
+    record = new_notify_record(
+        trade_id="T1", merchant_id=M, mch_trade_id="ORDER-1", now=NOW - 2000, policy=POLICY
+    )
+    abandoned = apply_answer(record, answer(2), now=NOW, policy=POLICY)
+    assert (abandoned.kind, abandoned.record.phase) == ("abandon", Phase.ABANDONED)
+    decision = apply_order_created(abandoned.record, order_signal(), now=NOW, policy=POLICY)
+    assert decision.kind == "update"
+    assert (decision.record.phase, decision.record.owned) == (Phase.PENDING, True)
+    assert decision.record.next_check_at == NOW + 10.0
+
+
+@pytest.mark.parametrize("state", [3, 7])
+def test_unowned_final_answer_without_any_amount_flags_instead_of_failing(state: int) -> None:
+    """A closed/failed answer without total_fee for a trade with no order amount is flagged
+    `amount_missing` (an event needs an amount); with the order's amount it is published."""
+    record = new_notify_record(
+        trade_id="T1", merchant_id=M, mch_trade_id="ORDER-1", now=NOW, policy=POLICY
+    )
+    decision = apply_answer(record, answer(state, total_fee=None), now=NOW, policy=POLICY)
+    assert (decision.kind, decision.reason) == ("flag", "amount_missing")
+    owned_decision = apply_answer(owned(), answer(state, total_fee=None), now=NOW, policy=POLICY)
+    assert owned_decision.kind == "publish"

@@ -7,6 +7,7 @@ worker's counters as deltas.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ import pytest
 
 from schemas.signals import KIND_HEADER, MERCHANT_HEADER, NotifySignal
 from schemas.trade_state import TradeState
-from tests.fixtures.broker import MERCHANT_ID
+from tests.fixtures.broker import MERCHANT_ID, OTHER_MERCHANT_ID
 from tests.trades.conftest import World
 from tests.trades.rig import FlakyAnswers, sample, wait_until
 from worker.trades.events import event_id
@@ -68,6 +69,7 @@ async def test_lost_notify_is_reconciled(world: World) -> None:
     order = await rig.create_order(total_fee=500)
     await rig.pay(order.trade_id)
     await wait_until(lambda: len(rig.events_of(order.trade_id)) >= 1, what="the reconciled event")
+    await rig.settle()
     [event] = rig.events_of(order.trade_id)
     assert (await rig.order(order.trade_id))["notify_attempts"] == []
     assert event.data.confirmed_by == "reconcile"
@@ -169,6 +171,66 @@ async def test_paid_trade_stays_paid_after_late_closed_and_unpaid_claims(world: 
     assert [e.type for e in rig.events_of(order.trade_id)] == ["com.pooul.payment.succeeded"]
 
 
+async def test_repeated_order_created_signal_is_recorded_once(world: World) -> None:
+    """A second order-created signal for one trade with other created_at/expires_at (the orders
+    worker's crash window) is skipped; the payment still gives exactly one checked event."""
+    rig, metrics = world.rig, world.metrics
+    duplicates = sample(metrics, "pooul_trades_duplicates_skipped_total", signal="order_created")
+    order = await rig.create_order(total_fee=640)
+    await rig.send_order_created(order, expires_at=time.time() + 7200)
+    await wait_until(
+        lambda: (
+            sample(metrics, "pooul_trades_duplicates_skipped_total", signal="order_created")
+            == duplicates + 1
+        ),
+        what="the repeated signal skipped",
+    )
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) >= 1, what="the paid event")
+    await rig.settle()
+    [event] = rig.events_of(order.trade_id)
+    assert event.type == "com.pooul.payment.succeeded"
+    assert (event.data.total_fee, event.data.amount_checked) == (640, True)
+
+
+async def test_confirmed_trade_is_not_reopened_by_a_query_that_finds_nothing(
+    world: World,
+) -> None:
+    """A refund claim for a paid trade whose query answers 301 leaves the trade confirmed: no
+    reconciliation starts, the next late claim is skipped unqueried, one event in all."""
+    rig, metrics = world.rig, world.metrics
+    # Its own merchant, so the forced 301 touches no other scenario's trades.
+    order = await rig.create_order(merchant_id=OTHER_MERCHANT_ID)
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) == 1, what="the paid event")
+    not_found = sample(metrics, "pooul_trades_query_errors_total", error="OrderNotFound")
+    duplicates = sample(metrics, "pooul_trades_duplicates_skipped_total", signal="notify")
+    await rig.faults(merchant_id=OTHER_MERCHANT_ID, force_code=301, force_code_endpoints=["query"])
+    await rig.forge(order.trade_id, 1)
+    await wait_until(
+        lambda: (
+            sample(metrics, "pooul_trades_query_errors_total", error="OrderNotFound")
+            == not_found + 1
+        ),
+        what="the 301 answer",
+    )
+    await rig.clear_faults()
+    await rig.forge(order.trade_id, 3)
+    await wait_until(
+        lambda: (
+            sample(metrics, "pooul_trades_duplicates_skipped_total", signal="notify")
+            == duplicates + 1
+        ),
+        what="the late claim skipped as a duplicate",
+    )
+    await rig.settle()
+    assert [e.type for e in rig.events_of(order.trade_id)] == ["com.pooul.payment.succeeded"]
+    assert [e.data.merchant_id for e in rig.events_of(order.trade_id)] == [OTHER_MERCHANT_ID]
+    assert (
+        sample(metrics, "pooul_trades_query_errors_total", error="OrderNotFound") == not_found + 1
+    )
+
+
 async def test_expired_unpaid_order_is_closed_and_published_closed(world: World) -> None:
     """An owned order past time_expire is closed via the close API, then a closed event."""
     rig = world.rig
@@ -176,6 +238,7 @@ async def test_expired_unpaid_order_is_closed_and_published_closed(world: World)
     await wait_until(
         lambda: len(rig.events_of(order.trade_id)) >= 1, within=15, what="the closed event"
     )
+    await rig.settle()
     [event] = rig.events_of(order.trade_id)
     assert event.type == "com.pooul.payment.closed"
     assert (event.data.status, event.data.total_fee) == ("closed", 250)
@@ -190,6 +253,7 @@ async def test_notify_without_order_signal_publishes_with_amount_unchecked(world
     order = await rig.create_order(total_fee=77, signal=False)
     await rig.pay(order.trade_id)
     await wait_until(lambda: len(rig.events_of(order.trade_id)) >= 1, what="the event")
+    await rig.settle()
     [event] = rig.events_of(order.trade_id)
     assert event.subject == order.mch_trade_id
     assert event.data.amount_checked is False
@@ -205,6 +269,8 @@ async def test_poison_signal_is_dead_lettered_and_its_partition_moves_on(world: 
     )
     await rig.pay(order.trade_id)
     await wait_until(lambda: len(rig.events_of(order.trade_id)) >= 1, what="the event")
+    await rig.settle()
+    assert len(rig.events_of(order.trade_id)) == 1
     [letter] = [d for d in rig.dead_letters if d.key is not None and d.key.data == order.trade_id]
     assert (letter.reason, letter.outcome, letter.kind) == ("invalid_signal", "permanent", "record")
     assert letter.value is not None and letter.value.to_bytes() == b'{"kind": "nonsense"}'

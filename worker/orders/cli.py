@@ -16,6 +16,7 @@ log = logging.getLogger("worker.orders")
 
 
 def register(subparsers: Any) -> None:
+    """Add `pooul-worker orders` to the CLI."""
     parser = subparsers.add_parser(
         "orders",
         help="consume order requests, create Pooul unified orders, publish results and signals",

@@ -59,17 +59,24 @@ def check_repeat(stored: StoredOrder, request: OrderRequest) -> Conflict | None:
 def recover_order(
     request: OrderRequest, existing: QueryData, *, now: float, default_ttl: float
 ) -> StoredOrder | Conflict:
-    """After a 107: the queried order is ours when its merchant and amount match the request.
+    """After a 107: the queried order is ours when its merchant, mch_trade_id and amount match.
 
     Its `token_id` / `pay_url` / `appid` are taken from the query answer when it carries them
     (the sandbox does; the platform's documented query does not promise them).
     """
-    merchant = existing.merchant_id or request.merchant_id
-    if merchant != request.merchant_id:
+    if existing.merchant_id != request.merchant_id:
         return Conflict(
             msg=(
-                f"mch_trade_id {request.mch_trade_id} names an order of merchant {merchant}, "
-                f"not {request.merchant_id}"
+                f"mch_trade_id {request.mch_trade_id} names an order of merchant "
+                f"{existing.merchant_id or '(none given)'}, not {request.merchant_id}"
+            ),
+            trade_id=existing.trade_id,
+        )
+    if existing.mch_trade_id is not None and existing.mch_trade_id != request.mch_trade_id:
+        return Conflict(
+            msg=(
+                f"the query for mch_trade_id {request.mch_trade_id} answered order "
+                f"{existing.trade_id} of mch_trade_id {existing.mch_trade_id}"
             ),
             trade_id=existing.trade_id,
         )

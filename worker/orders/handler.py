@@ -110,6 +110,7 @@ class OrdersHandler:
         self._clock = clock
 
     async def handle(self, record: Record, ctx: KeyContext) -> None:
+        """One order request: a result always, a dead letter only for a non-object value."""
         requested_at = record.timestamp_ms / 1000 if record.timestamp_ms > 0 else None
         try:
             payload = decode_payload(record.value)

@@ -40,6 +40,7 @@ OrderResult = OrderCreated | OrderRejected | OrderFailed
 
 
 def utc(seconds: float) -> datetime:
+    """Unix seconds as an aware UTC datetime (how results and signals carry times)."""
     return datetime.fromtimestamp(seconds, UTC)
 
 
@@ -144,6 +145,7 @@ def created_signal(request: OrderRequest, order: StoredOrder) -> OrderCreatedSig
 
 
 def encode_signal(signal: OrderCreatedSignal) -> tuple[bytes, Headers]:
+    """The record value and headers (`pooul-kind`, merchant and request id when known)."""
     headers: Headers = [
         (KIND_HEADER, signal.kind.encode()),
         (MERCHANT_HEADER, signal.merchant_id.encode()),

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
+    """Add `pooul-worker sandbox` to the CLI."""
     parser = subparsers.add_parser(
         "sandbox",
         help="run a local Pooul gateway (pay/query/close, notifies, fault injection)",

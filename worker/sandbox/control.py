@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -55,6 +56,7 @@ class _ForgeBody(BaseModel):
 
 
 def routes() -> list[web.RouteDef]:
+    """The `/sandbox/` control API and the cashier page."""
     return [
         web.get("/sandbox/health", _health),
         web.get("/sandbox/stats", _stats),
@@ -125,60 +127,58 @@ async def _get_order(request: web.Request) -> web.Response:
     return _json(order.as_json()) if order is not None else _not_found(request)
 
 
-async def _pay(request: web.Request) -> web.Response:
+async def _act(
+    request: web.Request,
+    model: type[_Model],
+    act: Callable[[Sandbox, Order, _Model], dict[str, Any]],
+) -> web.Response:
+    """One move on one order: 404 unknown order, 400 bad body, 409 refused, else `act`'s view."""
     sandbox, order = _order(request)
     if order is None:
         return _not_found(request)
-    body = await _body(request, _PayBody)
+    body = await _body(request, model)
     if isinstance(body, web.Response):
         return body
     try:
-        sandbox.pay(order, paid_fee=body.total_fee, notify=body.notify)
+        return _json(act(sandbox, order, body))
     except TransitionError as exc:
         return _error(409, str(exc))
-    return _json(order.as_json())
+
+
+def _paid(sandbox: Sandbox, order: Order, body: _PayBody) -> dict[str, Any]:
+    sandbox.pay(order, paid_fee=body.total_fee, notify=body.notify)
+    return order.as_json()
+
+
+def _failed(sandbox: Sandbox, order: Order, body: _SettleBody) -> dict[str, Any]:
+    sandbox.fail(order, notify=body.notify)
+    return order.as_json()
+
+
+def _closed(sandbox: Sandbox, order: Order, body: _SettleBody) -> dict[str, Any]:
+    sandbox.close(order, by="channel", notify=body.notify)
+    return order.as_json()
+
+
+def _forged(sandbox: Sandbox, order: Order, body: _ForgeBody) -> dict[str, Any]:
+    notification = sandbox.forge(order, trade_state=body.trade_state)
+    return {"notification": notification.as_json(), "order": order.as_json()}
+
+
+async def _pay(request: web.Request) -> web.Response:
+    return await _act(request, _PayBody, _paid)
 
 
 async def _fail(request: web.Request) -> web.Response:
-    sandbox, order = _order(request)
-    if order is None:
-        return _not_found(request)
-    body = await _body(request, _SettleBody)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        sandbox.fail(order, notify=body.notify)
-    except TransitionError as exc:
-        return _error(409, str(exc))
-    return _json(order.as_json())
+    return await _act(request, _SettleBody, _failed)
 
 
 async def _close(request: web.Request) -> web.Response:
-    sandbox, order = _order(request)
-    if order is None:
-        return _not_found(request)
-    body = await _body(request, _SettleBody)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        sandbox.close(order, by="channel", notify=body.notify)
-    except TransitionError as exc:
-        return _error(409, str(exc))
-    return _json(order.as_json())
+    return await _act(request, _SettleBody, _closed)
 
 
 async def _forge(request: web.Request) -> web.Response:
-    sandbox, order = _order(request)
-    if order is None:
-        return _not_found(request)
-    body = await _body(request, _ForgeBody)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        notification = sandbox.forge(order, trade_state=body.trade_state)
-    except TransitionError as exc:
-        return _error(409, str(exc))
-    return _json({"notification": notification.as_json(), "order": order.as_json()})
+    return await _act(request, _ForgeBody, _forged)
 
 
 async def _get_faults(request: web.Request) -> web.Response:

@@ -123,9 +123,11 @@ class Sandbox:
                 await asyncio.wait_for(self.closing.wait(), seconds)
 
     def count(self, endpoint: str, outcome: int | str) -> None:
+        """Count one gateway call by what it was answered (a code, `http_500`, ...)."""
         self.calls[endpoint][str(outcome)] += 1
 
     def stats(self) -> dict[str, Any]:
+        """What `GET /sandbox/stats` shows."""
         return {
             "calls": {endpoint: dict(codes) for endpoint, codes in self.calls.items()},
             "notify": dict(self.notifier.outcomes),

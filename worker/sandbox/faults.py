@@ -2,6 +2,7 @@
 
     faults.set(FaultConfig(error_500_rate=0.2))                       # every merchant
     faults.set(FaultConfig(merchant_id="888", latency_ms=[50, 200]))  # that merchant only
+    faults.set(FaultConfig(force_code=202, force_code_endpoints=("pay",)))  # refuse every pay
     config = faults.for_merchant("888")                               # the config in force
 
 A merchant's own config replaces the global one for that merchant (no field-by-field merge), so
@@ -11,10 +12,14 @@ what `GET /sandbox/faults` shows for a merchant is exactly what applies to it.
 from __future__ import annotations
 
 import random
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-__all__ = ["FaultConfig", "Faults"]
+__all__ = ["GATEWAY_ENDPOINTS", "Endpoint", "FaultConfig", "Faults"]
+
+Endpoint = Literal["pay", "query", "order_close"]
+GATEWAY_ENDPOINTS: tuple[Endpoint, ...] = ("pay", "query", "order_close")
 
 _Rate = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -34,6 +39,11 @@ class FaultConfig(BaseModel):
     notify_duplicates: int = Field(default=0, ge=0, le=100)
     notify_loss_rate: float = _Rate
     forge_notify_rate: float = _Rate
+    # Any platform code, documented or not, answered instead of the call's effect: the codes a
+    # well-formed request cannot provoke (201 merchant disabled, 1500, 108...) become testable.
+    force_code: StrictInt | None = Field(default=None, gt=0)
+    force_code_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    force_code_endpoints: tuple[Endpoint, ...] = Field(default=GATEWAY_ENDPOINTS, min_length=1)
 
     @field_validator("latency_ms")
     @classmethod
@@ -72,11 +82,13 @@ class Faults:
             self._merchants.pop(merchant_id, None)
 
     def for_merchant(self, merchant_id: str | None) -> FaultConfig:
+        """The config in force for a merchant: its own, else the global one."""
         if merchant_id is not None and merchant_id in self._merchants:
             return self._merchants[merchant_id]
         return self._global
 
     def snapshot(self) -> dict[str, object]:
+        """Every scope's config, as `GET /sandbox/faults` shows it."""
         return {
             "global": self._global.model_dump(mode="json"),
             "merchants": {m: c.model_dump(mode="json") for m, c in self._merchants.items()},

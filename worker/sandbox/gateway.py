@@ -5,6 +5,7 @@ Each call goes through the same steps, in the platform's order of checks:
 1. injected latency, then an injected HTTP 500 (the merchant's faults, else the global ones);
 2. JSON object? (100) · `merchant_id` (103) · known merchant (200) · `sign` (103) ·
    signature over the top-level fields with any of the merchant's keys (101);
+   then an injected `force_code` (nothing happens), as a refusal of the merchant's account;
 3. the endpoint's own fields (103, 202) and lookups (107, 301, 600);
 4. an injected code 601 (nothing happens), else the effect;
 5. the answer, signed over `data` with the merchant's newest key (or a wrong key, by fault);
@@ -26,7 +27,7 @@ from aiohttp import web
 from schemas.codes import ResultCode
 from worker.pooul.signing import verify_any
 from worker.sandbox.core import SANDBOX_KEY, NewOrder, Sandbox, TransitionError
-from worker.sandbox.faults import FaultConfig
+from worker.sandbox.faults import Endpoint, FaultConfig
 from worker.sandbox.store import Order
 
 __all__ = ["CLOSE_PATH", "PAY_PATH", "QUERY_PATH", "GatewayError", "routes", "validate_pay"]
@@ -49,10 +50,27 @@ _PAY_REQUIRED = (
 )
 
 
+# What a forced code says (`force_code` fault); undocumented codes get a generic message.
+_FORCED_MESSAGES: Final[dict[int, str]] = {
+    ResultCode.JSON_PARSE_ERROR: "JSON parse error",
+    ResultCode.BAD_SIGNATURE: "signature verification failed",
+    ResultCode.MISSING_FIELD: "missing required field",
+    ResultCode.DUPLICATE_ORDER: "duplicate mch_trade_id",
+    ResultCode.OUTSIDE_SERVICE_HOURS: "outside service hours",
+    ResultCode.CHANNEL_MISCONFIGURED: "payment channel not configured for this merchant",
+    ResultCode.UNKNOWN_MERCHANT: "unknown merchant",
+    ResultCode.MERCHANT_DISABLED: "merchant disabled",
+    ResultCode.PAY_TYPE_NOT_ENABLED: "pay_type not enabled for this merchant",
+    ResultCode.ORDER_NOT_FOUND: "order not found",
+    ResultCode.CHANNEL_ERROR: "upstream channel error",
+    ResultCode.CHANNEL_TIMEOUT: "upstream channel timeout",
+}
+
+
 class GatewayError(Exception):
     """A call the platform answers with a non-zero `code` (and no `data`, no `sign`)."""
 
-    def __init__(self, code: ResultCode, msg: str, **extra: str) -> None:
+    def __init__(self, code: int, msg: str, **extra: str) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
@@ -72,6 +90,7 @@ _Operation = Callable[[Sandbox, Mapping[str, Any], str, FaultConfig, str], _Answ
 
 
 def routes() -> list[web.RouteDef]:
+    """The merchant-facing endpoints, at the platform's paths."""
     return [
         web.post(PAY_PATH, _pay_handler),
         web.post(QUERY_PATH, _query_handler),
@@ -107,7 +126,9 @@ def _present(fields: Mapping[str, Any], name: str) -> bool:
     return fields.get(name) not in (None, "")
 
 
-async def _serve(request: web.Request, endpoint: str, operation: _Operation) -> web.StreamResponse:
+async def _serve(
+    request: web.Request, endpoint: Endpoint, operation: _Operation
+) -> web.StreamResponse:
     sandbox = request.app[SANDBOX_KEY]
     fields = _parse(await request.read())
     claimed = fields.get("merchant_id") if fields is not None else None
@@ -120,6 +141,7 @@ async def _serve(request: web.Request, endpoint: str, operation: _Operation) -> 
         if fields is None:
             raise GatewayError(ResultCode.JSON_PARSE_ERROR, "request body is not a JSON object")
         merchant_id = _authenticate(sandbox, fields)
+        _forced_code(sandbox, config, endpoint)
         base_url = sandbox.public_url or str(request.url.origin())
         answer = operation(sandbox, fields, merchant_id, config, base_url)
     except GatewayError as exc:
@@ -159,6 +181,19 @@ def _authenticate(sandbox: Sandbox, fields: Mapping[str, Any]) -> str:
         log.info("sandbox rejected a bad signature", extra={"merchant_id": merchant_id})
         raise GatewayError(ResultCode.BAD_SIGNATURE, "signature verification failed")
     return merchant_id
+
+
+def _forced_code(sandbox: Sandbox, config: FaultConfig, endpoint: Endpoint) -> None:
+    """The `force_code` fault: refuse an authenticated call with that code, changing nothing."""
+    code = config.force_code
+    if code is None or endpoint not in config.force_code_endpoints:
+        return
+    if not sandbox.faults.hit(config.force_code_rate):
+        return
+    msg = f"{_FORCED_MESSAGES.get(code, f'code {code}')} (sandbox fault)"
+    if code == ResultCode.CHANNEL_ERROR:
+        raise GatewayError(code, msg, err_code="SANDBOX_FAULT", err_msg=msg)
+    raise GatewayError(code, msg)
 
 
 def _channel_timeout(sandbox: Sandbox, config: FaultConfig) -> None:

@@ -16,6 +16,7 @@ log = logging.getLogger("worker.trades")
 
 
 def register(subparsers: Any) -> None:
+    """Add `pooul-worker trades` to the CLI."""
     parser = subparsers.add_parser(
         "trades",
         help="confirm trades by query and publish payment events (CloudEvents)",

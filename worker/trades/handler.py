@@ -114,6 +114,7 @@ class TradesHandler:
     # --- runtime entry points ------------------------------------------------------------
 
     async def handle(self, record: Record, ctx: KeyContext) -> None:
+        """One trade signal: a notify or an order-created signal (anything else is poison)."""
         if record.value is None:
             raise Permanent("invalid_signal", "trade signal without a value (tombstone)")
         try:
@@ -134,6 +135,7 @@ class TradesHandler:
             await self._on_order_created(signal, stored, ctx)
 
     async def on_timer(self, ctx: KeyContext) -> None:
+        """A reconciliation check of a pending trade: query, then publish, close or recheck."""
         stored = self._load(ctx)
         if stored is None or stored.phase is not Phase.PENDING:
             return
@@ -241,8 +243,12 @@ class TradesHandler:
         try:
             return await self._query(record)
         except OrderNotFound:
-            # Not (yet) known to the query API: no answer to act on; look again later.
-            await self._reschedule(record, ctx, advance=advance)
+            # Not (yet) known to the query API: no answer to act on; look again later. From a
+            # signal, a trade already confirmed (or flagged) stays exactly as it is.
+            if timer:
+                await self._reschedule(record, ctx, advance=advance)
+            else:
+                await self._ensure_scheduled(record, ctx)
             return None
         except PooulError as exc:
             if timer and not isinstance(exc, TransportError):

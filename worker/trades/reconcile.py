@@ -70,6 +70,7 @@ class ReconcilePolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReconcilePolicy:
+        """The policy the `POOUL_RECONCILE_*`, `POOUL_CLOSE_*` and retention settings describe."""
         return cls(
             delays=parse_schedule(settings.pooul_reconcile_schedule),
             max_interval=settings.pooul_reconcile_interval_max,
@@ -103,7 +104,3 @@ class ReconcilePolicy:
         if expires_at is not None and now < self.close_at(expires_at):
             wake = min(wake, self.close_at(expires_at))
         return wake
-
-    def keep_until(self, *, now: float, expires_at: float | None) -> float:
-        """Drop a trade's entry (and with it its dedup memory) this long after its last change."""
-        return max(now, expires_at or now) + self.retention

@@ -98,6 +98,7 @@ class TradeRecord:
     overdue: bool = False
 
     def to_json(self) -> dict[str, Any]:
+        """The stored form (versioned, so a later layout can still read this one)."""
         return {
             "v": _STATE_VERSION,
             "trade_id": self.trade_id,
@@ -242,8 +243,9 @@ def identity_mismatch(record: TradeRecord, answer: QueryData) -> tuple[str, str]
                 "amount_mismatch",
                 f"expected {record.expected_fee} fen, answer says {answer.total_fee} fen",
             )
-    elif answer.total_fee is None and answer.trade_state in MONEY_STATES:
-        return "amount_missing", "a paid answer without total_fee cannot be published"
+    elif answer.total_fee is None and answer.trade_state in PUBLISHED_STATES:
+        # Nothing to fall back on (no order amount): the event's total_fee cannot be filled.
+        return "amount_missing", "a final answer without total_fee cannot be published"
     return None
 
 
@@ -389,12 +391,13 @@ def apply_order_created(
             next_check_at=None,
         )
         return Decision("flag", flagged, problem[0], problem[1])
-    if merged.phase is Phase.PENDING:
+    if merged.phase in (Phase.PENDING, Phase.ABANDONED):
         # Keep a check that is already due sooner; otherwise follow the (maybe new) expiry.
+        # A trade given up on is looked at again: the order brings its own expiry and owner.
         wake = policy.next_check_at(
             trade_id=record.trade_id, checks=record.checks, now=now, expires_at=expires_at
         )
         if record.next_check_at is not None:
             wake = min(wake, record.next_check_at)
-        return Decision("update", replace(merged, next_check_at=wake))
+        return Decision("update", replace(merged, phase=Phase.PENDING, next_check_at=wake))
     return Decision("update", merged)
