@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
+from worker.loop import run
 from worker.settings import Settings
 
 __all__ = ["register"]
@@ -32,15 +31,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=_run)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when installed (cheaper HTTP and Kafka I/O), else asyncio's default."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None and not 0 <= args.port <= 65535:
         print("pooul-worker trades: --port must be between 0 and 65535")
@@ -48,8 +38,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.merchant_keys.merchants():
         print("pooul-worker trades: POOUL_MERCHANT_KEYS is empty: no query could be signed")
         return 2
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(settings=settings, port=args.port))
+    return run(_serve(settings=settings, port=args.port))
 
 
 async def _serve(*, settings: Settings, port: int | None) -> int:
