@@ -21,7 +21,13 @@ __all__ = ["main"]
 _COMMAND_MODULES = (
     "worker.topics_cli",
     "worker.sandbox.cli",
+    "worker.ingress.cli",
+    "worker.orders.cli",
+    "worker.trades.cli",
     "worker.bench.cli",
+    "worker.schemas_export",
+    "worker.dlq_cli",
+    "worker.dev.cli",
 )
 
 

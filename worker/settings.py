@@ -134,14 +134,115 @@ class Settings(BaseSettings):
     # --- Ingress ---
     pooul_ingress_host: str = "0.0.0.0"
     pooul_ingress_port: int = Field(default=8080, ge=1, le=65535)
+    # Largest notify body accepted; a bigger one gets 413 and is never buffered past the cap.
+    pooul_ingress_max_body_bytes: int = Field(default=65536, ge=1024, le=262144)
+    # Seconds to receive a whole notify body; a stalled sender gets 408.
+    pooul_ingress_read_timeout: float = Field(default=1.0, gt=0, le=4.0)
+    # Seconds to wait for the acks=all acknowledgement before answering 503 `fail`;
+    # read + ack timeouts must stay under the platform's 5 s (the CLI refuses otherwise).
+    pooul_ingress_ack_timeout: float = Field(default=3.0, gt=0, le=4.5)
+    # Seconds in-flight notifies get to finish after SIGTERM/SIGINT before they are cancelled.
+    pooul_ingress_shutdown_grace: float = Field(default=10.0, ge=0)
+    # Seconds between the broker probes behind /readyz (metadata + leader connection).
+    pooul_ingress_ready_interval: float = Field(default=2.0, gt=0)
 
     # --- Stream runtime (orders and trades workers) ---
+    # Records (and timer firings) one worker processes or holds at once; at the limit fetching
+    # pauses until a quarter of the budget is free again (backpressure, bounded memory).
+    pooul_max_in_flight: int = Field(default=1000, ge=1, le=100_000)
+    # Seconds between offset commits (also committed on revocation and shutdown).
+    pooul_commit_interval: float = Field(default=1.0, gt=0)
+    # Handler attempts per record (first try included) before it is dead-lettered;
+    # RemoteUnavailable attempts do not count.
+    pooul_max_attempts: int = Field(default=5, ge=1)
+    # Retry backoff: base * 2^(attempt-1) seconds, capped at the max, half of it random jitter.
+    pooul_retry_backoff_base: float = Field(default=0.5, gt=0)
+    pooul_retry_backoff_max: float = Field(default=30.0, gt=0)
+    # Seconds without progress on a partition that has pending records (or one handler call
+    # running that long) before /healthz reports the worker dead.
+    pooul_stall_timeout: float = Field(default=120.0, gt=0)
+    # Seconds in-flight work gets to finish on SIGTERM/stop before it is cancelled (uncommitted).
+    pooul_shutdown_grace: float = Field(default=10.0, ge=0)
+    # Seconds running handler calls of a revoked partition get before they are cancelled.
+    pooul_revoke_grace: float = Field(default=5.0, ge=0)
+    # Static group membership (KIP-345): a stable id per replica (e.g. the pod name) lets a
+    # restarted worker take its partitions back without a group rebalance. Apache Kafka only:
+    # the embedded Tansu broker rebalances in a loop with it.
+    pooul_group_instance_id: str | None = None
+    # Consumer group session timeout and heartbeat interval, seconds.
+    pooul_session_timeout: float = Field(default=10.0, gt=0)
+    pooul_heartbeat_interval: float = Field(default=3.0, gt=0)
+    # Circuit breaker: this many RemoteUnavailable failures in a row open it (fetching pauses);
+    # after the open interval one probe runs; the interval doubles per failed probe up to the max.
+    pooul_circuit_failure_threshold: int = Field(default=5, ge=1)
+    pooul_circuit_open_seconds: float = Field(default=5.0, gt=0)
+    pooul_circuit_open_max_seconds: float = Field(default=60.0, gt=0)
+    # Interface and port of a worker's /healthz, /readyz and /metrics server (0 = any free port).
+    pooul_worker_host: str = "0.0.0.0"
+    pooul_worker_port: int = Field(default=9102, ge=0, le=65535)
 
     # --- Trades worker ---
+    # Consumer group of `pooul-worker trades` on the trade-signals topic.
+    pooul_trades_group_id: str = "pooul-trades"
+    # Seconds between reconciliation queries of a pending trade (comma list), then
+    # POOUL_RECONCILE_INTERVAL_MAX for every later check until the trade is final or expired.
+    pooul_reconcile_schedule: str = "60,120,300,600,1800"
+    pooul_reconcile_interval_max: float = Field(default=3600.0, gt=0)
+    # ± fraction of each reconciliation delay, stable per trade (spreads query bursts).
+    pooul_reconcile_jitter: float = Field(default=0.1, ge=0, lt=1)
+    # Seconds after expiry (+ grace) an unconfirmed trade nobody closes is still queried.
+    pooul_reconcile_give_up: float = Field(default=86400.0, ge=0)
+    # Expiry (seconds after first sight) of trades seen without an order-created signal.
+    pooul_order_default_ttl: float = Field(default=7200.0, gt=0)
+    # Close expired unpaid trades this service created through the close API, then publish
+    # the closed event once a query confirms it.
+    pooul_close_expired: bool = True
+    # Seconds after `time_expire` before closing (a payment may still be in flight).
+    pooul_close_grace: float = Field(default=60.0, ge=0)
+    # Seconds a trade's entry (its dedup memory) is kept after its last change: well beyond the
+    # platform's ~3 h notify retry span.
+    pooul_dedup_retention: float = Field(default=7 * 86400.0, gt=0)
+    # Age (seconds) past which a still-pending trade is counted as pending past the retry span.
+    pooul_trades_overdue_after: float = Field(default=11400.0, gt=0)
+    # CloudEvents `source` prefix of payment events; `/merchants/<merchant_id>` is appended.
+    pooul_event_source: str = Field(default="/pooul-worker/trades", min_length=1)
+
+    @field_validator("pooul_reconcile_schedule")
+    @classmethod
+    def _reconcile_schedule(cls, value: str) -> str:
+        from worker.trades.reconcile import parse_schedule
+
+        parse_schedule(value)
+        return value
 
     # --- Orders worker ---
+    # Consumer group of `pooul-worker orders` on the order-requests topic.
+    pooul_orders_group_id: str = "pooul-orders"
+    # Seconds a created order is remembered (repeats answered without the platform) after it
+    # expires; the order's expiry itself is time_expire, else POOUL_ORDER_DEFAULT_TTL.
+    pooul_orders_state_retention: float = Field(default=7 * 86400.0, gt=0)
+
+    # --- Dev stack ---
+    # Directory of `pooul-worker dev`'s child logs (one file per role, emptied on each start).
+    pooul_dev_dir: Path = Path(".dev")
+    # Port `pooul-worker dev` starts its embedded broker on (a free one when taken); 9092
+    # lets `pooul-worker topics describe` and kcat find it without configuration.
+    pooul_dev_broker_port: int = Field(default=9092, ge=1, le=65535)
+    # Seconds each child gets after SIGTERM before SIGKILL when the dev stack stops.
+    pooul_dev_stop_grace: float = Field(default=10.0, gt=0)
+    # Consumer group `pooul-worker dlq replay` commits to (`.reason.<r>` appended with --reason),
+    # so a second replay does not repeat the first.
+    pooul_dlq_group_id: str = Field(default="pooul-dlq-replay", min_length=1)
 
     # --- Sandbox ---
+    # Interface and port `pooul-worker sandbox` listens on (the CLI's --host/--port win).
+    pooul_sandbox_host: str = "127.0.0.1"
+    pooul_sandbox_port: int = Field(default=8090, ge=0, le=65535)
+    # Multiplies every notify retry interval (0.001 turns 15 s into 15 ms); 1.0 = the platform's.
+    pooul_sandbox_time_scale: float = Field(default=1.0, gt=0)
+    # Base URL put in `pay_url` (the cashier page) when browsers reach the sandbox at another
+    # address than its callers do (docker compose); unset: the address the pay call came in on.
+    pooul_sandbox_public_url: str | None = None
 
     _merchant_keys: MerchantKeys = MerchantKeys()
 

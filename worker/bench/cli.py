@@ -7,7 +7,12 @@ from typing import Any
 
 __all__ = ["register"]
 
-_BENCH_MODULES: tuple[str, ...] = ()
+_BENCH_MODULES: tuple[str, ...] = (
+    "worker.bench.ingress",
+    "worker.bench.runtime",
+    "worker.bench.orders",
+    "worker.bench.trades",
+)
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,122 @@
+"""Poison records and exhausted retries go to the dead-letter topic; the partition moves on."""
+
+from __future__ import annotations
+
+import orjson
+
+from schemas.dead_letter import DEAD_LETTER_REASON_HEADER, parse_dead_letter
+from tests.runtime.conftest import RuntimeSettingsFactory
+from tests.runtime.helpers import NoTimers, committed_offsets, gid, produce, read_topic, wait_until
+from worker.runtime import KeyContext, Permanent, Record, Retry, StreamProcessor
+
+
+class JsonHandler(NoTimers):
+    """Parses JSON values; `{"fail": "retry"|"crash"}` keeps failing in that way."""
+
+    def __init__(self) -> None:
+        self.handled: list[tuple[bytes | None, int]] = []
+        self.attempts: dict[int, list[int]] = {}
+
+    async def handle(self, record: Record, ctx: KeyContext) -> None:
+        self.attempts.setdefault(record.offset, []).append(ctx.attempt)
+        try:
+            document = orjson.loads(record.value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise Permanent("unparseable", str(exc)) from None
+        if document.get("fail") == "retry":
+            raise Retry("not_yet")
+        if document.get("fail") == "crash":
+            raise ZeroDivisionError("bug in handler")
+        self.handled.append((record.key, record.offset))
+
+
+async def test_poison_record_is_dead_lettered_and_the_partition_continues(
+    make_runtime_settings: RuntimeSettingsFactory,
+) -> None:
+    """An unparseable record lands on the dead-letter topic with reason, source and original bytes."""
+    settings = await make_runtime_settings()
+    topic = settings.pooul_topic_order_requests
+    await produce(settings, topic, [(b"trade-1", b'{"n": 1}')], partition=1)
+    [(_, poison_offset)] = await produce(
+        settings,
+        topic,
+        [(b"trade-1", b"\xff{not json")],
+        partition=1,
+        headers=[("pooul-kind", b"notify")],
+    )
+    after = await produce(
+        settings, topic, [(b"trade-1", b'{"n": 2}'), (b"trade-2", b'{"n": 3}')], partition=1
+    )
+    handler = JsonHandler()
+    async with StreamProcessor(
+        settings=settings, topic=topic, group_id=gid(settings, "dl"), handler=handler, name="orders"
+    ) as p:
+        await wait_until(lambda: len(handler.handled) == 3, what="the records around the poison")
+        await wait_until(
+            lambda: p.committed_offsets().get(1) == after[-1][1] + 1, what="commit past the poison"
+        )
+    assert sorted(handler.handled) == [
+        (b"trade-1", 0),
+        (b"trade-1", poison_offset + 1),
+        (b"trade-2", poison_offset + 2),
+    ]
+    assert [o for k, o in handler.handled if k == b"trade-1"] == [0, poison_offset + 1]
+    assert handler.attempts[poison_offset] == [1], "a permanent failure was retried"
+
+    [dead] = await read_topic(settings, settings.pooul_topic_dead_letters)
+    letter = parse_dead_letter(dead.value)
+    assert dead.key == b"trade-1"
+    assert (DEAD_LETTER_REASON_HEADER, b"unparseable") in dead.headers
+    assert ("pooul-kind", b"notify") in dead.headers
+    assert (
+        letter.reason == "unparseable" and letter.outcome == "permanent" and letter.kind == "record"
+    )
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
+        topic,
+        1,
+        poison_offset,
+    )
+    assert letter.attempts == 1 and letter.service == "orders"
+    assert letter.value is not None and letter.value.to_bytes() == b"\xff{not json"
+    assert letter.key is not None and letter.key.to_bytes() == b"trade-1"
+    assert letter.original_headers() == [("pooul-kind", b"notify")]
+    assert letter.detail, "no detail on why it was unparseable"
+    assert (await committed_offsets(settings, gid(settings, "dl"), topic))[1] == after[-1][1] + 1
+
+
+async def test_out_of_retries_is_dead_lettered_with_the_attempt_count(
+    make_runtime_settings: RuntimeSettingsFactory,
+) -> None:
+    """Retry and unexpected exceptions are retried POOUL_MAX_ATTEMPTS times, then dead-lettered."""
+    settings = await make_runtime_settings(pooul_max_attempts=3)
+    topic = settings.pooul_topic_order_requests
+    written = await produce(
+        settings,
+        topic,
+        [(b"a", b'{"fail": "retry"}'), (b"b", b'{"fail": "crash"}'), (b"c", b'{"ok": 1}')],
+        partition=0,
+    )
+    handler = JsonHandler()
+    async with StreamProcessor(
+        settings=settings, topic=topic, group_id=gid(settings, "dl2"), handler=handler, name="w"
+    ) as p:
+        await wait_until(
+            lambda: p.committed_offsets().get(0) == 3, what="all three finished and committed"
+        )
+    letters = {
+        parse_dead_letter(r.value).source_offset: parse_dead_letter(r.value)
+        for r in await read_topic(settings, settings.pooul_topic_dead_letters)
+    }
+    retry_offset, crash_offset, ok_offset = (o for _, o in written)
+    assert set(letters) == {retry_offset, crash_offset}
+    assert (
+        letters[retry_offset].outcome == "retries_exhausted"
+        and letters[retry_offset].reason == "not_yet"
+    )
+    assert (
+        letters[crash_offset].reason == "error"
+        and "ZeroDivisionError" in letters[crash_offset].detail
+    )
+    assert letters[retry_offset].attempts == letters[crash_offset].attempts == 3
+    assert handler.attempts[retry_offset] == [1, 2, 3]
+    assert handler.handled == [(b"c", ok_offset)]

@@ -1,0 +1,113 @@
+"""The in-memory side of keyed state: envelope encoding, timers and expiry indexes."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.runtime.state import (
+    PartitionState,
+    StateEntry,
+    decode_entry,
+    encode_entry,
+    restored_entry,
+)
+
+
+def test_envelope_round_trip() -> None:
+    """A state entry survives encode → decode unchanged."""
+    entry = StateEntry(
+        {"phase": "pending", "fee": 1}, wake_at=1700000000.5, expires_at=1800000000.0
+    )
+    assert decode_entry(encode_entry(entry)) == entry
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"[1, 2]", b'{"value": 1}', b'{"v": 1, "wake_at": "soon"}'],
+)
+def test_decode_rejects_what_encode_cannot_produce(raw: bytes) -> None:
+    """Corrupt changelog values raise ValueError instead of restoring garbage."""
+    with pytest.raises(ValueError):
+        decode_entry(raw)
+
+
+def test_encode_refuses_non_json_values() -> None:
+    """A value that is not JSON-serialisable fails before anything is written."""
+    with pytest.raises(TypeError):
+        encode_entry(StateEntry({1, 2}))
+
+
+def test_due_timers_skip_stale_index_items() -> None:
+    """Only a key's current wake_at fires; superseded timers are dropped from the index."""
+    state = PartitionState(0)
+    state.put(b"a", StateEntry(1, wake_at=10.0))
+    state.put(b"a", StateEntry(2, wake_at=30.0))  # moved later: the 10.0 item is stale
+    state.put(b"b", StateEntry(3, wake_at=20.0))
+    assert state.due_timers(25.0, limit=10) == [(b"b", 20.0)]
+    assert state.due_timers(35.0, limit=10) == [(b"a", 30.0)]
+    assert state.due_timers(100.0, limit=10) == []
+
+
+def test_due_timers_respect_the_limit() -> None:
+    """At most `limit` timers are popped; the rest stay indexed for the next round."""
+    state = PartitionState(0)
+    for i in range(5):
+        state.put(b"k%d" % i, StateEntry(i, wake_at=float(i)))
+    assert len(state.due_timers(10.0, limit=2)) == 2
+    assert len(state.due_timers(10.0, limit=10)) == 3
+
+
+def test_restored_entries_rebuild_the_indexes() -> None:
+    """Timers and expiries of restored entries are found without any new put()."""
+    state = PartitionState(
+        1,
+        {
+            b"t": StateEntry("x", wake_at=5.0),
+            b"e": StateEntry("y", expires_at=7.0),
+            b"plain": StateEntry("z"),
+        },
+    )
+    assert state.next_deadline() == 5.0
+    assert state.due_timers(6.0, limit=10) == [(b"t", 5.0)]
+    assert state.due_expiries(8.0, limit=10) == [(b"e", 7.0)]
+
+
+def test_expired_entries_read_as_absent() -> None:
+    """get() hides an entry past its expiry even before the tombstone is written."""
+    state = PartitionState(0)
+    state.put(b"k", StateEntry("v", expires_at=50.0))
+    assert state.get(b"k", now=49.0) == StateEntry("v", expires_at=50.0)
+    assert state.get(b"k", now=50.0) is None
+    assert state.peek(b"k") is not None
+    state.delete(b"k")
+    assert state.peek(b"k") is None
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        StateEntry({"phase": "pending"}),
+        StateEntry({"note": ',"wake_at":null,"expires_at":null}'}, wake_at=1700000000.25),
+        StateEntry([1, 2], wake_at=None, expires_at=1800000000),
+        StateEntry("s", wake_at=1e-3, expires_at=2e9),
+        StateEntry(None),
+    ],
+)
+def test_restored_entries_read_the_same_as_parsed_ones(entry: StateEntry) -> None:
+    """Lazily restored entries (timer fields from the tail) equal a full parse, whatever the value holds."""
+    raw = encode_entry(entry)
+    restored = restored_entry(raw)
+    assert (restored.wake_at, restored.expires_at) == (entry.wake_at, entry.expires_at)
+    state = PartitionState(0, {b"k": restored})
+    assert state.peek(b"k") == entry == decode_entry(raw)
+
+
+def test_other_layouts_are_parsed_in_full_and_corrupt_values_read_as_absent() -> None:
+    """A pretty-printed envelope is parsed eagerly; a corrupt value behind a valid tail reads as absent."""
+    pretty = b'{ "v": 1, "wake_at": 5.0, "expires_at": null }'
+    assert restored_entry(pretty) == StateEntry(1, 5.0, None)
+    broken = b'{"v":{oops,"wake_at":null,"expires_at":null}'
+    state = PartitionState(0, {b"k": restored_entry(broken)})
+    assert len(state) == 1
+    assert state.get(b"k", now=0) is None
+    assert len(state) == 0
