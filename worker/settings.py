@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     # Consumer group session timeout and heartbeat interval, seconds.
     pooul_session_timeout: float = Field(default=10.0, gt=0)
     pooul_heartbeat_interval: float = Field(default=3.0, gt=0)
+    # Longest a fetch waits for new records, ms. Apache Kafka answers as soon as a record
+    # arrives, so this only bounds idle polling there; the embedded broker always waits the
+    # full time, which would add it to every record's latency.
+    pooul_fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
     # Circuit breaker: this many RemoteUnavailable failures in a row open it (fetching pauses);
     # after the open interval one probe runs; the interval doubles per failed probe up to the max.
     pooul_circuit_failure_threshold: int = Field(default=5, ge=1)

@@ -212,6 +212,7 @@ class StreamProcessor:
             # gives up on this member.
             "rebalance_timeout_ms": max(session_ms, int((settings.pooul_revoke_grace + 10) * 1000)),
             "max_poll_records": _MAX_BATCH,
+            "fetch_max_wait_ms": settings.pooul_fetch_max_wait_ms,
         }
 
     async def _check_topics(self) -> None:
