@@ -96,27 +96,39 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka ---
+    # Comma-separated host:port list of the Kafka cluster.
     kafka_bootstrap_servers: str = "localhost:9092"
+    # Client id the brokers see (quotas, logs).
     kafka_client_id: str = "pooul-worker"
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (SSL uses the system's CA bundle).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # SASL mechanism and credentials, for the SASL_* protocols (the password is a secret).
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     # Off by default: aiokafka's idempotent producer is rejected by the test broker (Tansu);
     # turn it on against Apache Kafka.
     kafka_enable_idempotence: bool = False
+    # Milliseconds a producer waits to batch records (latency vs. throughput).
     kafka_linger_ms: int = Field(default=2, ge=0, le=1000)
 
     # --- Pooul platform ---
+    # Gateway root: production, the test host (gateway-test.pooulcloud.cn) or a sandbox.
     pooul_base_url: str = "http://gateway.pooulcloud.cn"
-    # Not a plain dict field: pydantic-settings would print the secret in a parse error.
+    # JSON {"<merchant_id>": "<md5 key>" | ["<newest>", "<older>"]}: several merchants, several
+    # active keys during a rotation (verify with any, sign with the first). A secret.
+    # (A SecretStr, not a dict field: pydantic-settings would print the secret in a parse error.)
     pooul_merchant_keys: SecretStr = SecretStr("")
+    # Path to a file with the same JSON (a mounted Secret); merged over POOUL_MERCHANT_KEYS.
     pooul_merchant_keys_file: Path | None = None
+    # Public URL of our ingress's /pooul/notify, sent as `notify_url` in unified orders.
     pooul_notify_url: str | None = None
+    # Seconds to connect to the gateway, and for a whole call; a timeout is retryable.
     pooul_connect_timeout: float = Field(default=3.0, gt=0)
     pooul_request_timeout: float = Field(default=10.0, gt=0)
 
     # --- Topics ---
+    # Topic names (see the README's topic table); changelogs are compacted.
     pooul_topic_order_requests: str = "pooul.order-requests.v1"
     pooul_topic_order_results: str = "pooul.order-results.v1"
     pooul_topic_trade_signals: str = "pooul.trade-signals.v1"
@@ -124,14 +136,17 @@ class Settings(BaseSettings):
     pooul_topic_order_state: str = "pooul.order-state.v1"
     pooul_topic_payment_events: str = "payments.events.v1"
     pooul_topic_dead_letters: str = "pooul.dead-letters.v1"
+    # Partitions and replicas `topics create` uses; caps each worker group's parallelism.
     pooul_topic_partitions: int = Field(default=8, ge=1)
     pooul_topic_replication_factor: int = Field(default=1, ge=1)
 
     # --- Logging ---
+    # Log level, and `json` (one object per line) or `text`.
     pooul_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     pooul_log_format: Literal["json", "text"] = "json"
 
     # --- Ingress ---
+    # Interface and port `pooul-worker ingress` listens on (the CLI's --host/--port win).
     pooul_ingress_host: str = "0.0.0.0"
     pooul_ingress_port: int = Field(default=8080, ge=1, le=65535)
     # Largest notify body accepted; a bigger one gets 413 and is never buffered past the cap.
