@@ -85,3 +85,34 @@ async def test_a_batch_every_request_gave_up_on_is_dropped_not_sent(private_brok
         await restart_broker(private_broker, settings)
         await publisher.publish(_record("after"))
     assert [r.key for r in await topic_records(settings)] == [b"after"]
+
+
+async def test_every_unacknowledged_publish_fails_on_its_own_deadline_in_arrival_order(
+    private_broker,
+):
+    """With the broker down, publishes started at different times each end with PublishTimeout
+    (one shared timer serves all deadlines), in the order they started, and none hangs."""
+    settings = base_settings(private_broker.bootstrap_servers, pooul_topic_partitions=2)
+    await create_topics(settings)
+    async with _publisher(settings, ack_timeout=0.4) as publisher:
+        await publisher.publish(_record("before"))  # metadata known: the shared-deadline path
+        await stop_broker(private_broker)
+        finished: list[str] = []
+
+        async def publish(key: str) -> BaseException | None:
+            try:
+                await publisher.publish(_record(key))
+            except PublishError as exc:
+                return exc
+            finally:
+                finished.append(key)
+            return None
+
+        tasks = []
+        for key in ("a", "b", "c"):
+            tasks.append(asyncio.create_task(publish(key)))
+            await asyncio.sleep(0.1)
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(*tasks)
+    assert all(isinstance(result, PublishTimeout) for result in results), results
+    assert finished == ["a", "b", "c"]

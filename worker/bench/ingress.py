@@ -167,6 +167,10 @@ class _ServerProcess:
     def log_tail(self) -> str:
         return Path(self._log.name).read_text(errors="replace")[-2000:]
 
+    def startup_log(self) -> str:
+        with open(self._log.name, errors="replace") as log:
+            return log.read(20_000)
+
     async def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -225,7 +229,8 @@ def _serve_bare(port: int) -> None:
         return web.Response(text="success", content_type="text/plain")
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        # Which event loop serves: the bench prints it, so a fallback to asyncio's is visible.
+        return web.Response(text=type(asyncio.get_running_loop()).__module__)
 
     app = web.Application()
     app.router.add_post(_NOTIFY_PATH, notify)
@@ -266,6 +271,7 @@ async def _bench(*, settings: Settings, concurrency: int, duration: float, warmu
         bare = _bare_server(free_port())
         try:
             await bare.wait_ready("/healthz")
+            bare_loop = await _bare_loop(bare.port)
             results["bare"]["peak"] = await closed_loop(
                 host="127.0.0.1",
                 port=bare.port,
@@ -278,6 +284,7 @@ async def _bench(*, settings: Settings, concurrency: int, duration: float, warmu
             ingress = _ingress_server(free_port(), bootstrap=bootstrap, topic=topic)
             try:
                 await ingress.wait_ready("/readyz")
+                print(f"event loops: (a) {bare_loop}, (b) {_ingress_loop(ingress.startup_log())}")
                 results["ingress"]["peak"] = await closed_loop(
                     host="127.0.0.1",
                     port=ingress.port,
@@ -319,6 +326,26 @@ async def _bench(*, settings: Settings, concurrency: int, duration: float, warmu
             await _delete_topic(bench_settings)
         if broker is not None:
             await asyncio.to_thread(broker.stop_sync, 1.0)
+
+
+async def _bare_loop(port: int) -> str:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/healthz") as response,
+    ):
+        return await response.text()
+
+
+def _ingress_loop(startup_log: str) -> str:
+    """The `loop` field of the ingress's "ingress listening" log line."""
+    for line in startup_log.splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            entry = orjson.loads(line)
+            if isinstance(entry, dict) and entry.get("msg") == "ingress listening":
+                return str(entry.get("loop", "?"))
+    return "unknown"
 
 
 def _load() -> float:

@@ -49,6 +49,8 @@ __all__ = [
 log = logging.getLogger("worker.ingress")
 
 NOTIFY_PATH = "/pooul/notify"
+_SUCCESS = b"success"
+_FAIL = b"fail"
 _MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -140,57 +142,68 @@ class _NotifyHandler:
 
     async def handle(self, request: web.Request) -> web.Response:
         metrics = self._metrics
-        metrics.in_flight.inc()
+        metrics.requests_in_flight += 1
         started = time.perf_counter()
         received_at = datetime.now(UTC)
         notify: VerifiedNotify | None = None
         outcome = "internal_error"
         status = 500
-        fields: dict[str, Any] = {}
+        extra: dict[str, Any] = {}  # the log line's fields before outcome, status, peer, duration
         try:
-            body = await self._read_body(request)
+            body = self._buffered_body(request)
+            if body is None:
+                body = await self._read_body(request)
             notify = verify_notify(body, keys=self._keys)
             await request.app[PUBLISHER_KEY].publish(build_record(notify, received_at=received_at))
             outcome, status = "success", 200
         except NotifyRejected as exc:
             outcome, status = exc.reason, exc.status
-            fields = {
-                "trade_id": exc.trade_id,
-                "merchant_id": exc.merchant_id,
-                "detail": exc.detail,
-            }
+            extra = {"trade_id": exc.trade_id, "merchant_id": exc.merchant_id, "detail": exc.detail}
         except PublishError as exc:
             outcome, status = exc.reason, exc.status
-            fields = {"detail": str(exc)}
+            extra = {"detail": str(exc)}
         except asyncio.CancelledError:
             outcome = "cancelled"  # shutdown grace ran out or the client went away
             raise
         except Exception:
             log.exception("notify handler failed")
         finally:
-            metrics.in_flight.dec()
+            metrics.requests_in_flight -= 1
             metrics.outcome(outcome)
+            # The one line per notify: ids (claimed ones for rejections), outcome, never a secret.
             if notify is not None:
-                fields["trade_id"], fields["merchant_id"] = notify.trade_id, notify.merchant_id
-            _log_notify(request, outcome=outcome, status=status, started=started, fields=fields)
+                extra["trade_id"], extra["merchant_id"] = notify.trade_id, notify.merchant_id
+            extra["outcome"] = outcome
+            extra["status"] = status
+            extra["peer"] = request.remote
+            extra["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            if status == 200:
+                log.info("notify", extra=extra)
+            else:
+                log.warning("notify", extra=extra)
         if status == 200:
-            return web.Response(text="success", content_type="text/plain")
-        return web.Response(status=status, text="fail", content_type="text/plain")
+            return web.Response(body=_SUCCESS, content_type="text/plain", charset="utf-8")
+        return web.Response(status=status, body=_FAIL, content_type="text/plain", charset="utf-8")
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The raw body, whatever the Content-Type says; never buffers more than the cap."""
+    def _buffered_body(self, request: web.Request) -> bytes | None:
+        """The raw body if it is already fully buffered (the usual case: one small packet), else
+        None; whatever the Content-Type says, and never more than the cap."""
         declared = request.content_length
         if declared is not None and declared > self._max_body:
             raise NotifyRejected(
                 Reason.BODY_TOO_LARGE, f"Content-Length {declared} > {self._max_body}"
             )
         content = request.content
-        if content.is_eof():
-            # The usual case: a notify is one small packet, already fully buffered.
-            body = content.read_nowait()
-            if len(body) > self._max_body:
-                raise NotifyRejected(Reason.BODY_TOO_LARGE, f"body > {self._max_body}")
-            return body
+        if not content.is_eof():
+            return None
+        body = content.read_nowait()
+        if len(body) > self._max_body:
+            raise NotifyRejected(Reason.BODY_TOO_LARGE, f"body > {self._max_body}")
+        return body
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The rest of a body still arriving, within the read timeout and the cap."""
+        content = request.content
         chunks: list[bytes] = []
         size = 0
         try:
@@ -205,23 +218,6 @@ class _NotifyHandler:
                 Reason.READ_TIMEOUT, f"body not received within {self._read_timeout:g} s"
             ) from None
         return b"".join(chunks)
-
-
-def _log_notify(
-    request: web.Request, *, outcome: str, status: int, started: float, fields: dict[str, Any]
-) -> None:
-    """The one line per notify: ids (claimed ones for rejections), outcome, never a secret."""
-    log.log(
-        logging.INFO if status == 200 else logging.WARNING,
-        "notify",
-        extra={
-            **fields,
-            "outcome": outcome,
-            "status": status,
-            "peer": request.remote,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-        },
-    )
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -50,11 +50,14 @@ class IngressMetrics:
             buckets=_PRODUCE_BUCKETS,
             registry=self.registry,
         )
+        # A plain counter the handler bumps, read at scrape time: exact, and no lock per request.
+        self.requests_in_flight = 0
         self.in_flight = Gauge(
             "pooul_ingress_in_flight_requests",
             "Notify requests being handled right now.",
             registry=self.registry,
         )
+        self.in_flight.set_function(lambda: float(self.requests_in_flight))
         self.dropped_records = Counter(
             "pooul_ingress_dropped_records",
             "Records not sent because every request of their batch had already been answered "

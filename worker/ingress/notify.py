@@ -10,9 +10,8 @@ trade fields so an unauthenticated caller learns nothing about what a trade need
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -38,9 +37,12 @@ _NOTIFY_KIND = b"notify"
 _LOG_ID_LIMIT = 64
 
 
-@dataclass(frozen=True, slots=True)
-class VerifiedNotify:
-    """A notify whose signature verified under one of its merchant's active keys."""
+class VerifiedNotify(NamedTuple):
+    """A notify whose signature verified under one of its merchant's active keys.
+
+    A named tuple rather than a frozen dataclass: just as immutable, half the cost to build, and
+    two of these are built per notify.
+    """
 
     trade_id: str
     merchant_id: str
@@ -50,8 +52,7 @@ class VerifiedNotify:
     sign: str
 
 
-@dataclass(frozen=True, slots=True)
-class SignalRecord:
+class SignalRecord(NamedTuple):
     """What goes to the trade-signals topic: key = `trade_id`, value = `NotifySignal` JSON."""
 
     key: bytes
@@ -75,15 +76,13 @@ def verify_notify(body: bytes, *, keys: MerchantKeys) -> VerifiedNotify:
         raise NotifyRejected(Reason.MISSING_DATA, "`data` is missing or not an object")
 
     merchant_id = _identifier(data, "merchant_id", merchant_id=None, trade_id=None)
-    claimed_trade = data.get("trade_id")
-    claimed_trade_id = _clip(claimed_trade) if claimed_trade is not None else None
     merchant_keys = keys.verification_keys(merchant_id)
     if not merchant_keys:
         raise NotifyRejected(
             Reason.UNKNOWN_MERCHANT,
             "no key configured for this merchant",
             merchant_id=_clip(merchant_id),
-            trade_id=claimed_trade_id,
+            trade_id=_claimed_trade_id(data),
         )
     signature = envelope.get("sign")
     if not isinstance(signature, str) or not signature:
@@ -91,14 +90,14 @@ def verify_notify(body: bytes, *, keys: MerchantKeys) -> VerifiedNotify:
             Reason.MISSING_SIGNATURE,
             "`sign` is missing or not a string",
             merchant_id=merchant_id,
-            trade_id=claimed_trade_id,
+            trade_id=_claimed_trade_id(data),
         )
     if not verify_any(data, signature, merchant_keys):
         raise NotifyRejected(
             Reason.BAD_SIGNATURE,
             "`sign` does not match `data` under any active key",
             merchant_id=merchant_id,
-            trade_id=claimed_trade_id,
+            trade_id=_claimed_trade_id(data),
         )
 
     trade_id = _identifier(data, "trade_id", merchant_id=merchant_id, trade_id=None)
@@ -141,6 +140,8 @@ def _identifier(
 ) -> str:
     """A required scalar field as text: the docs' own examples mix `12` and `"12"`."""
     value = data.get(name)
+    if isinstance(value, str) and value:  # the usual case, first
+        return value
     if value is None or value == "":
         raise NotifyRejected(
             Reason.MISSING_FIELD,
@@ -158,6 +159,12 @@ def _identifier(
         merchant_id=merchant_id,
         trade_id=trade_id,
     )
+
+
+def _claimed_trade_id(data: dict[str, Any]) -> str | None:
+    """The unverified `trade_id`, for the log line of a rejection only."""
+    claimed = data.get("trade_id")
+    return _clip(claimed) if claimed is not None else None
 
 
 def _clip(value: object) -> str:

@@ -14,6 +14,11 @@ the only thing that lets the handler answer `success`.
 A batch whose every request has already given up (deadline passed, 503 answered) is dropped
 before it is sent: the platform will deliver those notifies again, so writing them late would
 only add duplicates.
+
+Deadlines cost one timer for all requests, not one per request: every `publish` has the same
+`ack_timeout`, so their deadlines come in arrival order and one timer at the oldest pending
+deadline expires them in order. The topic's sorted partition list is cached and dropped on every
+metadata update (the cluster's listener), instead of being rebuilt and sorted per record.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from aiokafka.errors import KafkaError
 from worker.ingress.errors import PublishError, PublishTimeout
 from worker.ingress.metrics import IngressMetrics
 from worker.ingress.notify import SignalRecord
-from worker.ingress.partitioner import partition_for
+from worker.ingress.partitioner import partition_in
 
 __all__ = ["SignalPublisher"]
 
 log = logging.getLogger(__name__)
+
+_TIMER_SLACK = 0.001  # seconds; the event loop's timers have millisecond resolution
 
 
 class _Batch:
@@ -111,6 +118,11 @@ class SignalPublisher:
         self._linger_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # (deadline on the loop clock, waiter) in arrival order, so deadlines never decrease.
+        self._deadlines: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        # The topic's partitions, sorted; None until known and after every metadata update.
+        self._partitions: tuple[int, ...] | None = None
         self._started = False
         self._stopped = False
 
@@ -127,6 +139,7 @@ class SignalPublisher:
         if self._started:
             raise RuntimeError("SignalPublisher already started")
         self._started = True
+        self._producer.client.cluster.add_listener(self._metadata_updated)
         try:
             await self._producer.start()
         except BaseException:
@@ -159,6 +172,10 @@ class SignalPublisher:
                 for batch in queue:
                     batch.settle(PublishError("ingress stopped before the broker answered"))
             self._queues.clear()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._producer.client.cluster.remove_listener(self._metadata_updated)
         try:
             async with asyncio.timeout(self._flush_timeout):
                 await self._producer.stop()
@@ -171,16 +188,18 @@ class SignalPublisher:
             raise PublishError("ingress is stopping")
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._ack_timeout):
-                partitions = self._producer.client.cluster.partitions_for_topic(self._topic)
-                if not partitions:  # unknown yet (or the topic is gone): wait for metadata
-                    partitions = await self._producer.partitions_for(self._topic)
-                await self._enqueue(partition_for(record.key, partitions), record)
+            partitions = self._partitions or self._known_partitions()
+            if partitions:
+                waiter = self._enqueue(partition_in(record.key, partitions), record)
+                self._expire_at(asyncio.get_running_loop().time() + self._ack_timeout, waiter)
+                await waiter
+            else:  # unknown yet (or the topic is gone): wait for metadata, same deadline
+                async with asyncio.timeout(self._ack_timeout):
+                    found = await self._producer.partitions_for(self._topic)
+                    await self._enqueue(partition_in(record.key, sorted(found)), record)
         except TimeoutError:
             self._failed()
-            raise PublishTimeout(
-                f"no acknowledgement within {self._ack_timeout:g} s from {self._topic}"
-            ) from None
+            raise self._timeout_error() from None
         except KafkaError as exc:
             self._failed()
             raise PublishError(f"{type(exc).__name__}: {exc}") from exc
@@ -188,6 +207,46 @@ class SignalPublisher:
             self._failed()
             raise
         self._metrics.produce_seconds.observe(time.perf_counter() - started)
+
+    def _known_partitions(self) -> tuple[int, ...] | None:
+        found = self._producer.client.cluster.partitions_for_topic(self._topic)
+        if not found:
+            return None
+        self._partitions = tuple(sorted(found))
+        return self._partitions
+
+    def _metadata_updated(self, cluster: Any) -> None:
+        self._partitions = None  # partitions may have been added: look again on the next record
+
+    def _timeout_error(self) -> PublishTimeout:
+        return PublishTimeout(
+            f"no acknowledgement within {self._ack_timeout:g} s from {self._topic}"
+        )
+
+    def _expire_at(self, deadline: float, waiter: asyncio.Future[None]) -> None:
+        """Fail `waiter` with `PublishTimeout` at `deadline` unless it is settled before."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():  # acknowledged meanwhile: forget them
+            deadlines.popleft()
+        deadlines.append((deadline, waiter))
+        if self._deadline_timer is None:
+            self._deadline_timer = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """The timer at the oldest pending deadline: fail what is due, re-arm for the next."""
+        self._deadline_timer = None
+        deadlines = self._deadlines
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while deadlines:
+            deadline, waiter = deadlines[0]
+            if not waiter.done():
+                # A timer may fire up to a clock tick early: that close counts as due.
+                if deadline > now + _TIMER_SLACK:
+                    self._deadline_timer = loop.call_at(deadline, self._expire)
+                    return
+                waiter.set_exception(self._timeout_error())
+            deadlines.popleft()
 
     def _enqueue(self, partition: int, record: SignalRecord) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
