@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.ingress.cli import event_loop_factory
+    from worker.loop import event_loop_factory
 
     if args.concurrency < 1 or args.duration <= 0 or args.warmup < 0:
         print("pooul-worker bench ingress: --concurrency ≥ 1, --duration > 0, --warmup ≥ 0")
@@ -222,7 +222,7 @@ def _serve_bare(port: int) -> None:
     """The baseline: what any aiohttp notify endpoint costs before doing any work."""
     from aiohttp import web
 
-    from worker.ingress.cli import event_loop_factory
+    from worker.loop import event_loop_factory
 
     async def notify(request: web.Request) -> web.Response:
         await request.read()

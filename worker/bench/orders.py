@@ -33,7 +33,6 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from typing import Any
 import orjson
 from pydantic import SecretStr
 
+from worker.loop import run
 from worker.settings import Settings
 
 __all__ = ["register"]
@@ -71,14 +71,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=_run)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.requests < 1 or args.baseline_requests < 1 or args.latency_ms < 0:
         print("pooul-worker bench orders: --requests/--baseline-requests ≥ 1, --latency-ms ≥ 0")
@@ -86,8 +78,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.paced_seconds < 0:
         print("pooul-worker bench orders: --paced-seconds ≥ 0")
         return 2
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_bench(args, settings))
+    return run(_bench(args, settings))
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -544,5 +535,4 @@ if __name__ == "__main__":
     # `python -m worker.bench.orders --baseline-worker PORT`: the baseline worker process (a).
     child_args = argparse.ArgumentParser()
     child_args.add_argument("--baseline-worker", type=int, required=True, metavar="PORT")
-    with asyncio.Runner(loop_factory=_loop_factory()) as child_runner:
-        child_runner.run(_serve_baseline_worker(child_args.parse_args().baseline_worker))
+    run(_serve_baseline_worker(child_args.parse_args().baseline_worker))

@@ -28,13 +28,14 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from worker.kafka import make_consumer, make_producer
+from worker.loop import run
 from worker.runtime import KeyContext, Record, StreamProcessor
 from worker.runtime.state import StateEntry, encode_entry
 from worker.settings import Settings
@@ -73,13 +74,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             "pooul-worker bench runtime: --records/--keys/--baseline-records ≥ 1, --latency-ms ≥ 0"
         )
         return 2
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_bench(args, settings))
+    return run(_bench(args, settings))
 
 
 @dataclass

@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
 from typing import Any
 
+from worker.loop import run
 from worker.settings import Settings
 
-__all__ = ["event_loop_factory", "register"]
+__all__ = ["register"]
 
 log = logging.getLogger("worker.ingress")
 
@@ -33,15 +33,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=_run)
 
 
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when installed (faster HTTP and Kafka I/O), else asyncio's default."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     budget = settings.pooul_ingress_read_timeout + settings.pooul_ingress_ack_timeout
     if budget >= _PLATFORM_DEADLINE:
@@ -54,8 +45,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     _lighten_log_records()
     host = args.host if args.host is not None else settings.pooul_ingress_host
     port = args.port if args.port is not None else settings.pooul_ingress_port
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(_serve(settings=settings, host=host, port=port))
+    return run(_serve(settings=settings, host=host, port=port))
 
 
 def _lighten_log_records() -> None:
