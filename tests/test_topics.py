@@ -1,7 +1,7 @@
 """Topic creation against a real broker."""
 
-from worker.topics import create_topics, describe_topics
 from tests.fixtures.broker import base_settings
+from worker.topics import create_topics, describe_topics
 
 
 async def test_create_topics_twice_is_idempotent(kafka_bootstrap):
