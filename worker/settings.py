@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # Seconds to connect to the gateway, and for a whole call; a timeout is retryable.
     pooul_connect_timeout: float = Field(default=3.0, gt=0)
     pooul_request_timeout: float = Field(default=10.0, gt=0)
+    # Most HTTP connections one process opens to the gateway at once; further calls wait for a
+    # free one. Bounds a worker's call rate at about this many / the gateway's latency, so keep
+    # it near POOUL_MAX_IN_FLIGHT.
+    pooul_http_connections: int = Field(default=1000, ge=1, le=10_000)
 
     # --- Topics ---
     # Topic names (see the README's topic table); changelogs are compacted.

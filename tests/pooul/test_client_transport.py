@@ -228,3 +228,25 @@ async def test_lifecycle():
     await c.stop()
     await c.stop()
     assert MERCHANT_KEY not in repr(c)
+
+
+async def test_connection_pool_follows_the_setting(gateway):
+    """`POOUL_HTTP_CONNECTIONS` sizes the pool: with 2 connections, 6 slow calls run 2 at a time."""
+    gw, url = gateway
+    running = 0
+    peak = 0
+
+    async def slow(body):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return signed(
+            {"trade_id": "P1", "mch_trade_id": "T-1", "merchant_id": MERCHANT_ID, "trade_state": 0}
+        )
+
+    gw.respond = slow
+    async with PooulClient(base_url=url, merchant_keys=KEYS, max_connections=2) as c:
+        await asyncio.gather(*(c.query_order(MERCHANT_ID, trade_id="P1") for _ in range(6)))
+    assert peak == 2 and len(gw.requests) == 6

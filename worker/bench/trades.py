@@ -16,8 +16,11 @@ Then:
 1. burst — every notify posted at once (`--concurrency` connections); events/s = N / (first
    notify posted → last event read); notify→event latency per trade (queueing included); CPU
    seconds of the worker over the same window / N. (a) gets `--baseline-trades`.
-2. paced — (b) only: notifies at half of (b)'s burst rate for `--paced-seconds`; latency from
-   each notify's scheduled time: the notify→event latency of a worker that keeps up.
+2. paced — (b) only: notifies at half of (b)'s burst rate (or `--paced-rate`) for
+   `--paced-seconds`; latency from each notify's scheduled time: the notify→event latency of a
+   worker that keeps up.
+Per phase it also prints every process's CPU seconds (broker included) and the worker's mean
+query / handler / ingress→event times, which show where the latency goes.
 
 Every trade must get exactly one `succeeded` event (by id); the run fails otherwise.
 Targets: (b)/(a) events/s ≥ 20×; (b) ≤ 1 ms CPU per confirmed event; paced p99 ≤ L + 50 ms.
@@ -75,6 +78,12 @@ def register(subparsers: Any) -> None:
         "--paced-seconds", type=float, default=5.0, help="paced phase length (0 skips it)"
     )
     parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        help="paced notifies/s (default 0: half of (b)'s burst rate)",
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=64, help="connections posting notifies in the burst"
     )
     parser.set_defaults(run=_run)
@@ -92,8 +101,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.trades < 1 or args.baseline_trades < 1 or args.latency_ms < 0:
         print("pooul-worker bench trades: --trades/--baseline-trades ≥ 1, --latency-ms ≥ 0")
         return 2
-    if args.paced_seconds < 0 or args.concurrency < 1:
-        print("pooul-worker bench trades: --paced-seconds ≥ 0, --concurrency ≥ 1")
+    if args.paced_seconds < 0 or args.paced_rate < 0 or args.concurrency < 1:
+        print("pooul-worker bench trades: --paced-seconds/--paced-rate ≥ 0, --concurrency ≥ 1")
         return 2
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_bench(args, settings))
@@ -111,6 +120,7 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     cpu: float | None = None
     others: dict[str, float] = field(default_factory=dict)
+    inside: str = ""  # mean ms of the worker's own timings over the phase
 
     @property
     def rate(self) -> float:
@@ -151,6 +161,41 @@ class _CpuMeter:
             if start is not None and now is not None:
                 used[name] = now - start
         return used
+
+
+_TIMED = (
+    ("query", b"pooul_trades_query_seconds"),
+    ("handler", b"pooul_runtime_handler_duration_seconds"),
+    ("ingress→event", b"pooul_trades_notify_to_event_seconds"),
+)
+
+
+async def _histogram_totals(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the worker's timing histograms, to split a phase's latency."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(metrics_url) as response:
+        text = await response.read()
+    totals: dict[str, tuple[float, float]] = {}
+    for label, name in _TIMED:
+        total = count = 0.0
+        for row in text.splitlines():
+            if row.startswith(name + b"_sum"):
+                total += float(row.split()[-1])
+            elif row.startswith(name + b"_count"):
+                count += float(row.split()[-1])
+        totals[label] = (total, count)
+    return totals
+
+
+def _mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> str:
+    parts = []
+    for label, _ in _TIMED:
+        total = after[label][0] - before[label][0]
+        count = after[label][1] - before[label][1]
+        if count:
+            parts.append(f"{label} {total / count * 1000:,.0f}")
+    return ", ".join(parts)
 
 
 # --- child processes ------------------------------------------------------------------------
@@ -513,6 +558,9 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> int:
         f"sandbox latency L = {args.latency_ms:g} ms, {_PARTITIONS} partitions, "
         f"N = {args.trades} (baseline {args.baseline_trades}), {os.cpu_count()} CPUs"
     )
+    # The embedded broker's CPU is reported too (it shares the two CPUs with everything else).
+    process = getattr(broker, "_process", None)
+    measured = {"broker": process.pid} if process is not None else {}
     sandbox = _Child(
         name="sandbox",
         argv=[sys.executable, "-m", "worker", "sandbox", "--port", str(port := free_port())],
@@ -522,7 +570,13 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await sandbox.wait_ready("/sandbox/health")
         baseline = await _run_worker(
-            base, sandbox=sandbox, args=args, baseline=True, burst=args.baseline_trades, paced=None
+            base,
+            sandbox=sandbox,
+            args=args,
+            baseline=True,
+            burst=args.baseline_trades,
+            paced=None,
+            measured=measured,
         )
         print(f"(a) baseline: {baseline['burst'].rate:,.1f} events/s")
         main = await _run_worker(
@@ -532,6 +586,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> int:
             baseline=False,
             burst=args.trades,
             paced=args.paced_seconds or None,
+            measured=measured,
         )
     finally:
         await sandbox.stop()
@@ -559,6 +614,7 @@ async def _run_worker(
     baseline: bool,
     burst: int,
     paced: float | None,
+    measured: dict[str, int],
 ) -> dict[str, Phase]:
     from worker.broker import free_port
     from worker.topics import create_topics
@@ -597,7 +653,8 @@ async def _run_worker(
         await _set_latency(sandbox.url, 0)
         trades = await load.prepare(burst, worker_metrics_url=metrics_url)
         await _set_latency(sandbox.url, args.latency_ms)
-        others = _CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid)
+        timed = await _histogram_totals(metrics_url)
+        others = _CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid, **measured)
         cpu0 = _process_cpu(worker.pid)
         started = time.perf_counter()
         await load.burst(trades, concurrency=args.concurrency)
@@ -606,13 +663,16 @@ async def _run_worker(
         cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
         phases["burst"] = load.phase(trades, started=started, cpu=cpu)
         phases["burst"].others = others.read()
+        phases["burst"].inside = _mean_ms(timed, await _histogram_totals(metrics_url))
         checked = list(trades)
         if paced:
-            rate = phases["burst"].rate / 2
+            rate = args.paced_rate or phases["burst"].rate / 2
             count = max(1, int(rate * paced))
             await _set_latency(sandbox.url, 0)
             trades = await load.prepare(count, worker_metrics_url=metrics_url)
             await _set_latency(sandbox.url, args.latency_ms)
+            timed = await _histogram_totals(metrics_url)
+            paced_others = _CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid, **measured)
             cpu0 = _process_cpu(worker.pid)
             started = time.perf_counter()
             await load.paced(trades, rate)
@@ -620,6 +680,8 @@ async def _run_worker(
             cpu1 = _process_cpu(worker.pid)
             cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
             phases["paced"] = load.phase(trades, started=started, cpu=cpu)
+            phases["paced"].others = paced_others.read()
+            phases["paced"].inside = _mean_ms(timed, await _histogram_totals(metrics_url))
             checked += trades
         await asyncio.sleep(0.5)  # late repeats, if any, would show up in the count
         problems = load.check(checked)
@@ -674,15 +736,19 @@ def _report(baseline: dict[str, Phase], main: dict[str, Phase], *, latency_ms: f
         p99, bound = paced.percentile_ms(99), latency_ms + LATENCY_SLACK_MS
         print(f"paced p99 notify→event:      {p99:,.0f} ms   target ≤ L + {LATENCY_SLACK_MS:g} = "
               f"{bound:g} ms  {'met' if p99 <= bound else 'MISSED'}")  # fmt: skip
-    if b.others and b.cpu is not None:
-        spent = {"worker": b.cpu, **b.others}
+    for label, phase in (("burst", b), ("paced", paced)):
+        if phase is None or not phase.others or phase.cpu is None:
+            continue
+        spent = {"worker": phase.cpu, **phase.others}
         total = sum(spent.values())
         shares = ", ".join(f"{name} {seconds:.1f}" for name, seconds in spent.items())
         print(
-            f"(b) burst CPU seconds: {shares} (broker not counted) = {total:.1f} of "
-            f"{(os.cpu_count() or 1) * b.seconds:.1f} available ({os.cpu_count()} CPUs × "
-            f"{b.seconds:.1f} s)"
+            f"(b) {label} CPU seconds: {shares} = {total:.1f} of "
+            f"{(os.cpu_count() or 1) * phase.seconds:.1f} available ({os.cpu_count()} CPUs × "
+            f"{phase.seconds:.1f} s)"
         )
+        if phase.inside:
+            print(f"(b) {label} worker means (ms): {phase.inside}")
     print("events: every trade exactly one `succeeded` event with its deterministic id")
     return 0
 

@@ -57,6 +57,8 @@ class PooulClient:
     - `base_url`: gateway root, e.g. `http://gateway.pooulcloud.cn` or the sandbox's URL.
     - `merchant_keys`: keys to sign requests (newest) and verify responses (any active one).
     - `connect_timeout` / `request_timeout`: seconds; a timeout raises `PooulTimeout`.
+    - `max_connections`: connections open at once; every record a worker holds may be waiting
+      on a call, so a small pool would cap the worker at `max_connections / latency` calls/s.
     - `session`: an existing session to use (not closed by `stop()`); one is created otherwise.
     """
 
@@ -67,11 +69,13 @@ class PooulClient:
         merchant_keys: MerchantKeys,
         connect_timeout: float = 3.0,
         request_timeout: float = 10.0,
+        max_connections: int = 1000,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._keys = merchant_keys
         self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
+        self._max_connections = max_connections
         self._session = session
         self._owns_session = session is None
         self._started = False
@@ -83,6 +87,7 @@ class PooulClient:
             "merchant_keys": settings.merchant_keys,
             "connect_timeout": settings.pooul_connect_timeout,
             "request_timeout": settings.pooul_request_timeout,
+            "max_connections": settings.pooul_http_connections,
             **overrides,
         }
         return cls(**options)
@@ -97,7 +102,7 @@ class PooulClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300),
                 json_serialize=lambda obj: orjson.dumps(obj).decode(),
             )
 
