@@ -38,7 +38,6 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +46,7 @@ from typing import Any
 import orjson
 from pydantic import SecretStr
 
+from worker.loop import run
 from worker.settings import Settings
 
 __all__ = ["register"]
@@ -89,14 +89,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=_run)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.trades < 1 or args.baseline_trades < 1 or args.latency_ms < 0:
         print("pooul-worker bench trades: --trades/--baseline-trades ≥ 1, --latency-ms ≥ 0")
@@ -104,8 +96,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.paced_seconds < 0 or args.paced_rate < 0 or args.concurrency < 1:
         print("pooul-worker bench trades: --paced-seconds/--paced-rate ≥ 0, --concurrency ≥ 1")
         return 2
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_bench(args, settings))
+    return run(_bench(args, settings))
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -757,5 +748,4 @@ if __name__ == "__main__":
     # `python -m worker.bench.trades --baseline-worker PORT`: the baseline worker process (a).
     child_args = argparse.ArgumentParser()
     child_args.add_argument("--baseline-worker", type=int, required=True, metavar="PORT")
-    with asyncio.Runner(loop_factory=_loop_factory()) as child_runner:
-        child_runner.run(_serve_baseline_worker(child_args.parse_args().baseline_worker))
+    run(_serve_baseline_worker(child_args.parse_args().baseline_worker))
