@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import cast
 
-__all__ = ["PhaseResult", "closed_loop", "paced", "process_cpu"]
+from worker.bench.harness import percentile_ms, process_cpu
+
+__all__ = ["PhaseResult", "closed_loop", "paced"]
 
 _TICK = 0.001  # event loop timers have millisecond resolution
 
@@ -43,10 +43,7 @@ class PhaseResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
     def percentile_ms(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+        return percentile_ms(self.latencies, p)
 
     @property
     def cpu_per_request(self) -> float | None:
@@ -240,12 +237,3 @@ async def paced(
     result.server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     result.client_cpu = client1 - client0
     return result
-
-
-def process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -25,20 +25,20 @@ import asyncio
 import contextlib
 import itertools
 import os
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from worker.bench.harness import ChildProcess, bench_broker, worker_command
 from worker.bench.httpload import PhaseResult, closed_loop, paced
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from aiokafka.admin import AIOKafkaAdminClient
 
 __all__ = ["register"]
 
@@ -130,68 +130,17 @@ def _notify_requests(count: int) -> list[bytes]:
 # --- servers --------------------------------------------------------------------------------
 
 
-class _ServerProcess:
-    """A server subprocess on a free port; stopped with SIGTERM."""
-
-    def __init__(self, *, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.name = name
-        self.port = port
-        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=self._log, stdin=subprocess.DEVNULL
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    async def wait_ready(self, path: str) -> None:
-        import aiohttp
-
-        url = f"http://127.0.0.1:{self.port}{path}"
-        deadline = time.monotonic() + _STARTUP_SECONDS
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(url) as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.name} not ready in {_STARTUP_SECONDS} s: {self.log_tail()}"
-                    )
-                await asyncio.sleep(0.05)
-
-    def log_tail(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")[-2000:]
-
-    def startup_log(self) -> str:
-        with open(self._log.name, errors="replace") as log:
-            return log.read(20_000)
-
-    async def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                await asyncio.to_thread(self.process.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                await asyncio.to_thread(self.process.wait)
-        self._log.close()
-
-
-def _bare_server(port: int) -> _ServerProcess:
-    return _ServerProcess(
+def _bare_server(port: int) -> ChildProcess:
+    return ChildProcess(
         name="bare",
         argv=[sys.executable, "-m", "worker.bench.ingress", "--bare-port", str(port)],
         env=dict(os.environ),
         port=port,
+        ready_within=_STARTUP_SECONDS,
     )
 
 
-def _ingress_server(port: int, *, bootstrap: str, topic: str) -> _ServerProcess:
+def _ingress_server(port: int, *, bootstrap: str, topic: str) -> ChildProcess:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -201,20 +150,12 @@ def _ingress_server(port: int, *, bootstrap: str, topic: str) -> _ServerProcess:
         "POOUL_LOG_FORMAT": "json",
     }
     env.pop("POOUL_MERCHANT_KEYS_FILE", None)
-    return _ServerProcess(
+    return ChildProcess(
         name="ingress",
-        argv=[
-            sys.executable,
-            "-m",
-            "worker",
-            "ingress",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        argv=worker_command("ingress", port=port, extra=["--host", "127.0.0.1"]),
         env=env,
         port=port,
+        ready_within=_STARTUP_SECONDS,
     )
 
 
@@ -249,83 +190,64 @@ def _serve_bare(port: int) -> None:
 
 
 async def _bench(*, settings: Settings, concurrency: int, duration: float, warmup: float) -> int:
-    from worker.broker import EmbeddedBroker, free_port
+    from worker.broker import free_port
 
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None if external else EmbeddedBroker()
-    if broker is not None:
-        await broker.start()
-    bootstrap = external or (broker.bootstrap_servers if broker else "")
-    topic = f"{settings.pooul_topic_trade_signals}.bench-{uuid.uuid4().hex[:8]}"
-    bench_settings = settings.model_copy(
-        update={"kafka_bootstrap_servers": bootstrap, "pooul_topic_trade_signals": topic}
-    )
-    print(f"broker: {'external ' + bootstrap if external else 'embedded Tansu ' + bootstrap}")
-    print(f"topic: {topic} ({bench_settings.pooul_topic_partitions} partitions), "
-          f"concurrency {concurrency}, warmup {warmup:g} s, {duration:g} s per phase, "
-          f"{os.cpu_count()} CPUs, load average {_load():.2f} at start")  # fmt: skip
-    try:
-        await _create_topic(bench_settings)
-        notifies = _notify_requests(20_000)
-        results: dict[str, dict[str, PhaseResult]] = {"bare": {}, "ingress": {}}
-        bare = _bare_server(free_port())
+    async with bench_broker() as broker:
+        bootstrap = broker.bootstrap_servers
+        topic = f"{settings.pooul_topic_trade_signals}.bench-{uuid.uuid4().hex[:8]}"
+        bench_settings = settings.model_copy(
+            update={"kafka_bootstrap_servers": bootstrap, "pooul_topic_trade_signals": topic}
+        )
+        print(f"broker: {broker.describe()}")
+        print(f"topic: {topic} ({bench_settings.pooul_topic_partitions} partitions), "
+              f"concurrency {concurrency}, warmup {warmup:g} s, {duration:g} s per phase, "
+              f"{os.cpu_count()} CPUs, load average {_load():.2f} at start")  # fmt: skip
         try:
-            await bare.wait_ready("/healthz")
-            bare_loop = await _bare_loop(bare.port)
-            results["bare"]["peak"] = await closed_loop(
-                host="127.0.0.1",
-                port=bare.port,
-                requests=itertools.cycle(notifies),
-                concurrency=concurrency,
-                warmup=warmup,
-                duration=duration,
-                server_pid=bare.pid,
-            )
-            ingress = _ingress_server(free_port(), bootstrap=bootstrap, topic=topic)
+            await _create_topic(bench_settings)
+            notifies = _notify_requests(20_000)
+            results: dict[str, dict[str, PhaseResult]] = {"bare": {}, "ingress": {}}
+
+            def against(server: ChildProcess) -> dict[str, Any]:
+                """The load options both phases share, aimed at one server."""
+                return {
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "requests": itertools.cycle(notifies),
+                    "warmup": warmup,
+                    "duration": duration,
+                    "server_pid": server.pid,
+                }
+
+            bare = _bare_server(free_port())
             try:
-                await ingress.wait_ready("/readyz")
-                print(f"event loops: (a) {bare_loop}, (b) {_ingress_loop(ingress.startup_log())}")
-                results["ingress"]["peak"] = await closed_loop(
-                    host="127.0.0.1",
-                    port=ingress.port,
-                    requests=itertools.cycle(notifies),
-                    concurrency=concurrency,
-                    warmup=warmup,
-                    duration=duration,
-                    server_pid=ingress.pid,
+                await bare.wait_ready("/healthz")
+                bare_loop = await _bare_loop(bare.port)
+                results["bare"]["peak"] = await closed_loop(
+                    **against(bare), concurrency=concurrency
                 )
-                half = results["ingress"]["peak"].rate / 2
-                results["ingress"]["paced"] = await paced(
-                    host="127.0.0.1",
-                    port=ingress.port,
-                    requests=itertools.cycle(notifies),
-                    rate=half,
-                    warmup=warmup,
-                    duration=duration,
-                    server_pid=ingress.pid,
-                )
+                ingress = _ingress_server(free_port(), bootstrap=bootstrap, topic=topic)
+                try:
+                    await ingress.wait_ready("/readyz")
+                    print(
+                        f"event loops: (a) {bare_loop}, (b) {_ingress_loop(ingress.startup_log())}"
+                    )
+                    results["ingress"]["peak"] = await closed_loop(
+                        **against(ingress), concurrency=concurrency
+                    )
+                    half = results["ingress"]["peak"].rate / 2
+                    results["ingress"]["paced"] = await paced(**against(ingress), rate=half)
+                finally:
+                    await ingress.stop()
+                # The baseline at the same paced rate, for comparison.
+                results["bare"]["paced"] = await paced(**against(bare), rate=half)
             finally:
-                await ingress.stop()
-            # The baseline at the same paced rate, for comparison.
-            results["bare"]["paced"] = await paced(
-                host="127.0.0.1",
-                port=bare.port,
-                requests=itertools.cycle(notifies),
-                rate=half,
-                warmup=warmup,
-                duration=duration,
-                server_pid=bare.pid,
-            )
+                await bare.stop()
+            records = await _record_count(bench_settings)
+            print(f"load average {_load():.2f} at the end (other processes share these CPUs)")
+            return _report(results, records=records)
         finally:
-            await bare.stop()
-        records = await _record_count(bench_settings)
-        print(f"load average {_load():.2f} at the end (other processes share these CPUs)")
-        return _report(results, records=records)
-    finally:
-        if external:
-            await _delete_topic(bench_settings)
-        if broker is not None:
-            await asyncio.to_thread(broker.stop_sync, 1.0)
+            if broker.external:
+                await _delete_topic(bench_settings)
 
 
 async def _bare_loop(port: int) -> str:
@@ -356,14 +278,22 @@ def _load() -> float:
         return float("nan")
 
 
-async def _create_topic(settings: Settings) -> None:
-    from aiokafka.admin import NewTopic
-
+@contextlib.asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     from worker.kafka import make_admin
 
     admin = make_admin(settings)
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def _create_topic(settings: Settings) -> None:
+    from aiokafka.admin import NewTopic
+
+    async with _admin(settings) as admin:
         await admin.create_topics(
             [
                 NewTopic(
@@ -373,20 +303,12 @@ async def _create_topic(settings: Settings) -> None:
                 )
             ]
         )
-    finally:
-        await admin.close()
 
 
 async def _delete_topic(settings: Settings) -> None:
-    from worker.kafka import make_admin
-
-    admin = make_admin(settings)
-    await admin.start()
-    try:
+    async with _admin(settings) as admin:
         with contextlib.suppress(Exception):
             await admin.delete_topics([settings.pooul_topic_trade_signals])
-    finally:
-        await admin.close()
 
 
 async def _record_count(settings: Settings) -> int:

@@ -27,19 +27,30 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import SecretStr
 
+from worker.bench.harness import (
+    ChildProcess,
+    CpuMeter,
+    LoadPhase,
+    OnePerPartition,
+    baseline_worker_port,
+    bench_broker,
+    bench_settings,
+    print_comparison,
+    print_targets,
+    set_sandbox_latency,
+    settings_env,
+    suffixed_topics,
+    worker_argv,
+    worker_command,
+)
 from worker.loop import run
 from worker.settings import Settings
 
@@ -50,7 +61,6 @@ CPU_TARGET_SECONDS = 0.001
 _PARTITIONS = 8
 _MERCHANT_ID = "888100000008888"
 _MERCHANT_KEY = "bench-orders-md5-key-0123456789"
-_STARTUP_SECONDS = 60.0
 
 
 def register(subparsers: Any) -> None:
@@ -85,107 +95,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @dataclass
-class Phase:
-    """One phase against one worker."""
+class Phase(LoadPhase):
+    """One phase against one worker; `count` = requests, with their result statuses."""
 
-    requests: int
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    cpu: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
 
-    def percentile_ms(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
-
-    @property
-    def cpu_per_order(self) -> float | None:
-        return None if self.cpu is None or not self.requests else self.cpu / self.requests
-
-
-def _process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-# --- child processes ------------------------------------------------------------------------
-
-
-def _settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POOUL_", "KAFKA_"))}
-    for name, value in settings.model_dump().items():
-        if value is None or name == "pooul_merchant_keys":
-            continue
-        env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-    env["POOUL_MERCHANT_KEYS"] = settings.merchant_keys.as_json()
-    env["POOUL_LOG_LEVEL"] = "WARNING"
-    return env
-
-
-class _Child:
-    """A subprocess with a log file, ready when `ready_path` answers 200; stopped by SIGTERM."""
-
-    def __init__(self, *, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.name = name
-        self.port = port
-        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def wait_ready(self, path: str) -> None:
-        import aiohttp
-
-        deadline = time.monotonic() + _STARTUP_SECONDS
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.url + path) as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} not ready: {self.log_tail()}")
-                await asyncio.sleep(0.05)
-
-    def log_tail(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")[-2000:]
-
-    async def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                await asyncio.to_thread(self.process.wait, 20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                await asyncio.to_thread(self.process.wait)
-        self._log.close()
-
-
-def _worker_argv(*, baseline: bool, port: int) -> list[str]:
-    if baseline:
-        return [sys.executable, "-m", "worker.bench.orders", "--baseline-worker", str(port)]
-    return [sys.executable, "-m", "worker", "orders", "--port", str(port)]
+# --- the baseline worker --------------------------------------------------------------------
 
 
 async def _serve_baseline_worker(port: int) -> None:
@@ -195,24 +111,11 @@ async def _serve_baseline_worker(port: int) -> None:
     from worker.logs import configure_logging
     from worker.orders import OrdersHandler, OrdersMetrics
     from worker.pooul import PooulClient
-    from worker.runtime import KeyContext, Record, StreamProcessor, run_worker
+    from worker.runtime import StreamProcessor, run_worker
     from worker.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.pooul_log_level, settings.pooul_log_format)
-
-    class OnePerPartition:
-        def __init__(self, inner: OrdersHandler) -> None:
-            self._inner = inner
-            self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-        async def handle(self, record: Record, ctx: KeyContext) -> None:
-            async with self._locks[ctx.partition]:
-                await self._inner.handle(record, ctx)
-
-        async def on_timer(self, ctx: KeyContext) -> None:
-            await self._inner.on_timer(ctx)
-
     registry = CollectorRegistry()
     async with PooulClient.from_settings(settings) as client:
         handler = OrdersHandler(
@@ -324,7 +227,7 @@ class _Load:
         for n in ids:
             statuses[self.results[n][1]] += 1
         return Phase(
-            requests=len(ids),
+            count=len(ids),
             seconds=ended - started,
             latencies=[self.results[n][0] - self.sent_at[n] for n in ids],
             cpu=cpu,
@@ -344,68 +247,52 @@ class _Load:
 
 
 async def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.broker import EmbeddedBroker, free_port
+    from worker.broker import free_port
 
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None if external else EmbeddedBroker()
-    if broker is not None:
-        await broker.start()
-    bootstrap = external or (broker.bootstrap_servers if broker else "")
-    # A fresh Settings (not model_copy): the merchant keys are parsed by a validator.
-    base = Settings(
-        **{
-            **settings.model_dump(),
-            "kafka_bootstrap_servers": bootstrap,
-            "pooul_merchant_keys": orjson.dumps({_MERCHANT_ID: _MERCHANT_KEY}).decode(),
-            "pooul_merchant_keys_file": None,
-            "pooul_topic_partitions": _PARTITIONS,
-        }
-    )
-    print(f"broker: {'external ' + bootstrap if external else 'embedded Tansu ' + bootstrap}")
-    print(
-        f"sandbox latency L = {args.latency_ms:g} ms, {_PARTITIONS} partitions, "
-        f"N = {args.requests} (baseline {args.baseline_requests}), {os.cpu_count()} CPUs"
-    )
-    sandbox = _Child(
-        name="sandbox",
-        argv=[sys.executable, "-m", "worker", "sandbox", "--port", str(port := free_port())],
-        env=_settings_env(base),
-        port=port,
-    )
-    try:
-        await sandbox.wait_ready("/sandbox/health")
-        await _set_latency(sandbox.url, args.latency_ms)
-        baseline = await _run_worker(
-            base, sandbox_url=sandbox.url, baseline=True, burst=args.baseline_requests, paced=None
+    async with bench_broker() as broker:
+        base = bench_settings(
+            settings,
+            bootstrap=broker.bootstrap_servers,
+            merchant_id=_MERCHANT_ID,
+            merchant_key=_MERCHANT_KEY,
+            partitions=_PARTITIONS,
         )
-        print(f"(a) baseline: {baseline['burst'].rate:,.1f} orders/s")
-        main = await _run_worker(
-            base,
-            sandbox_url=sandbox.url,
-            baseline=False,
-            burst=args.requests,
-            paced=args.paced_seconds or None,
+        print(f"broker: {broker.describe()}")
+        print(
+            f"sandbox latency L = {args.latency_ms:g} ms, {_PARTITIONS} partitions, "
+            f"N = {args.requests} (baseline {args.baseline_requests}), {os.cpu_count()} CPUs"
         )
-        orders = await _sandbox_orders(sandbox.url)
-    finally:
-        await sandbox.stop()
-        if broker is not None:
-            await asyncio.to_thread(broker.stop_sync, 1.0)
+        sandbox = ChildProcess(
+            name="sandbox",
+            argv=worker_command("sandbox", port=(port := free_port())),
+            env=settings_env(base),
+            port=port,
+        )
+        try:
+            await sandbox.wait_ready("/sandbox/health")
+            await set_sandbox_latency(sandbox.url, args.latency_ms)
+            baseline = await _run_worker(
+                base,
+                sandbox_url=sandbox.url,
+                baseline=True,
+                burst=args.baseline_requests,
+                paced=None,
+            )
+            print(f"(a) baseline: {baseline['burst'].rate:,.1f} orders/s")
+            main = await _run_worker(
+                base,
+                sandbox_url=sandbox.url,
+                baseline=False,
+                burst=args.requests,
+                paced=args.paced_seconds or None,
+            )
+            orders = await _sandbox_orders(sandbox.url)
+        finally:
+            await sandbox.stop()
     expected = (
-        args.baseline_requests + args.requests + (main["paced"].requests if "paced" in main else 0)
+        args.baseline_requests + args.requests + (main["paced"].count if "paced" in main else 0)
     )
     return _report(baseline, main, platform_orders=orders, expected_orders=expected)
-
-
-async def _set_latency(url: str, latency_ms: float) -> None:
-    import aiohttp
-
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(f"{url}/sandbox/faults", json={"latency_ms": latency_ms}) as response,
-    ):
-        if response.status != 200:
-            raise RuntimeError(f"sandbox refused the latency: {await response.text()}")
 
 
 async def _sandbox_orders(url: str) -> int:
@@ -431,20 +318,19 @@ async def _run_worker(
 
     run = "A" if baseline else "B"
     suffix = f"bench-{uuid.uuid4().hex[:8]}"
-    topics = {f"pooul_topic_{name}": f"{topic}.{suffix}" for name, topic in base.topics().items()}
     settings = base.model_copy(
         update={
-            **topics,
+            **suffixed_topics(base, suffix),
             "pooul_base_url": sandbox_url,
             "pooul_notify_url": f"{sandbox_url}/merchant-notify",
             "pooul_orders_group_id": f"orders-{suffix}",
         }
     )
     await create_topics(settings)
-    worker = _Child(
+    worker = ChildProcess(
         name="orders-baseline" if baseline else "orders",
-        argv=_worker_argv(baseline=baseline, port=(port := free_port())),
-        env=_settings_env(settings),
+        argv=worker_argv(command="orders", baseline=baseline, port=(port := free_port())),
+        env=settings_env(settings),
         port=port,
     )
     load = _Load(settings, run)
@@ -453,24 +339,20 @@ async def _run_worker(
         await worker.wait_ready("/readyz")
         await load.start()
         ids = range(burst)
-        cpu0 = _process_cpu(worker.pid)
+        cpu = CpuMeter(worker=worker.pid)
         started = time.perf_counter()
         await load.burst(0, burst)
         await load.wait(ids, within=max(120.0, burst * 0.05))
-        cpu1 = _process_cpu(worker.pid)
-        cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-        phases["burst"] = load.phase(ids, started=started, cpu=cpu)
+        phases["burst"] = load.phase(ids, started=started, cpu=cpu.read().get("worker"))
         if paced:
             rate = phases["burst"].rate / 2
             count = max(1, int(rate * paced))
             ids = range(burst, burst + count)
-            cpu0 = _process_cpu(worker.pid)
+            cpu = CpuMeter(worker=worker.pid)
             started = time.perf_counter()
             await load.paced(burst, count, rate)
             await load.wait(ids, within=120.0)
-            cpu1 = _process_cpu(worker.pid)
-            cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-            phases["paced"] = load.phase(ids, started=started, cpu=cpu)
+            phases["paced"] = load.phase(ids, started=started, cpu=cpu.read().get("worker"))
     finally:
         await load.stop()
         await worker.stop()
@@ -484,40 +366,28 @@ def _report(
     platform_orders: int,
     expected_orders: int,
 ) -> int:
-    def cpu(phase: Phase | None) -> str:
-        value = None if phase is None else phase.cpu_per_order
-        return "n/a" if value is None else f"{value * 1000:.3f} ms"
-
-    def latency(phase: Phase | None) -> str:
-        if phase is None:
-            return "-"
-        return f"{phase.percentile_ms(50):,.0f} / {phase.percentile_ms(99):,.0f}"
-
     a, b = baseline["burst"], main["burst"]
-    paced = main.get("paced")
-    rows = [
-        ("burst requests", f"{a.requests}", f"{b.requests}"),
-        ("burst orders/s", f"{a.rate:,.1f}", f"{b.rate:,.1f}"),
-        ("burst request→result p50 / p99 (ms)", latency(a), latency(b)),
-        ("burst worker CPU per order", cpu(a), cpu(b)),
-        ("paced rate (orders/s)", "-", "-" if paced is None else f"{paced.rate:,.1f}"),
-        ("paced request→result p50 / p99 (ms)", "-", latency(paced)),
-        ("paced worker CPU per order", "-", cpu(paced)),
-    ]
-    print()
-    print(f"{'':38} {'(a) one per partition':>22} {'(b) orders worker':>20}")
-    for label, left, right in rows:
-        print(f"{label:38} {left:>22} {right:>20}")
-    ratio = b.rate / a.rate if a.rate else 0.0
-    cpu_b = b.cpu_per_order
-    print()
-    print(f"ratio b/a (orders/s):      {ratio:,.1f}×   target ≥ {RATIO_TARGET:g}×  "
-          f"{'met' if ratio >= RATIO_TARGET else 'MISSED'}")  # fmt: skip
-    if cpu_b is None:
-        print("(b) CPU per order:         n/a (no /proc on this system)")
-    else:
-        print(f"(b) CPU per order:         {cpu_b * 1000:.3f} ms   target ≤ "
-              f"{CPU_TARGET_SECONDS * 1000:g} ms  {'met' if cpu_b <= CPU_TARGET_SECONDS else 'MISSED'}")  # fmt: skip
+    print_comparison(
+        a,
+        b,
+        main.get("paced"),
+        width=38,
+        title_b="(b) orders worker",
+        count_label="requests",
+        rate_label="orders",
+        unit="orders",
+        latency_label="request→result",
+        item="order",
+    )
+    print_targets(
+        a,
+        b,
+        width=27,
+        unit="orders",
+        item="order",
+        ratio_target=RATIO_TARGET,
+        cpu_target_seconds=CPU_TARGET_SECONDS,
+    )
     statuses: dict[str, int] = defaultdict(int)
     for phase in (*baseline.values(), *main.values()):
         for status, count in phase.statuses.items():
@@ -533,6 +403,4 @@ def _report(
 
 if __name__ == "__main__":
     # `python -m worker.bench.orders --baseline-worker PORT`: the baseline worker process (a).
-    child_args = argparse.ArgumentParser()
-    child_args.add_argument("--baseline-worker", type=int, required=True, metavar="PORT")
-    run(_serve_baseline_worker(child_args.parse_args().baseline_worker))
+    run(_serve_baseline_worker(baseline_worker_port()))

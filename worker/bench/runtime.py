@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from worker.bench.harness import bench_broker
 from worker.kafka import make_consumer, make_producer
 from worker.loop import run
 from worker.runtime import KeyContext, Record, StreamProcessor
@@ -118,21 +116,10 @@ class _Window:
             self.finished.set()
 
 
-@contextlib.asynccontextmanager
-async def _broker() -> AsyncIterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    from worker.broker import EmbeddedBroker
-
-    async with EmbeddedBroker() as broker:
-        yield broker.bootstrap_servers
-
-
 async def _bench(args: argparse.Namespace, base: Settings) -> int:
     latency = args.latency_ms / 1000
-    async with _broker() as bootstrap:
+    async with bench_broker() as broker:
+        bootstrap = broker.bootstrap_servers
         suffix = uuid.uuid4().hex[:8]
         settings = base.model_copy(
             update={

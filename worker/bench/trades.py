@@ -32,20 +32,31 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import SecretStr
 
+from worker.bench.harness import (
+    ChildProcess,
+    CpuMeter,
+    LoadPhase,
+    OnePerPartition,
+    baseline_worker_port,
+    bench_broker,
+    bench_settings,
+    print_comparison,
+    print_targets,
+    set_sandbox_latency,
+    settings_env,
+    suffixed_topics,
+    worker_argv,
+    worker_command,
+)
 from worker.loop import run
 from worker.settings import Settings
 
@@ -57,7 +68,6 @@ LATENCY_SLACK_MS = 50.0
 _PARTITIONS = 8
 _MERCHANT_ID = "888100000007777"
 _MERCHANT_KEY = "bench-trades-md5-key-0123456789"
-_STARTUP_SECONDS = 60.0
 _SETUP_CONCURRENCY = 200
 
 
@@ -103,55 +113,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 @dataclass
-class Phase:
-    """One phase against one worker; `others` = CPU seconds of the other processes."""
+class Phase(LoadPhase):
+    """One phase against one worker (`count` = trades); `others` = CPU seconds of the other
+    processes."""
 
-    trades: int
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    cpu: float | None = None
     others: dict[str, float] = field(default_factory=dict)
     inside: str = ""  # mean ms of the worker's own timings over the phase
-
-    @property
-    def rate(self) -> float:
-        return self.trades / self.seconds if self.seconds else 0.0
-
-    def percentile_ms(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
-
-    @property
-    def cpu_per_event(self) -> float | None:
-        return None if self.cpu is None or not self.trades else self.cpu / self.trades
-
-
-def _process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class _CpuMeter:
-    """CPU seconds used since creation by named processes, and by this one (`bench`)."""
-
-    def __init__(self, **pids: int) -> None:
-        self._pids = pids
-        self._start = {name: _process_cpu(pid) for name, pid in pids.items()}
-        self._bench = time.process_time()
-
-    def read(self) -> dict[str, float]:
-        used = {"bench": time.process_time() - self._bench}
-        for name, pid in self._pids.items():
-            start, now = self._start[name], _process_cpu(pid)
-            if start is not None and now is not None:
-                used[name] = now - start
-        return used
 
 
 _TIMED = (
@@ -189,101 +156,20 @@ def _mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[floa
     return ", ".join(parts)
 
 
-# --- child processes ------------------------------------------------------------------------
-
-
-def _settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POOUL_", "KAFKA_"))}
-    for name, value in settings.model_dump().items():
-        if value is None or name == "pooul_merchant_keys":
-            continue
-        env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-    env["POOUL_MERCHANT_KEYS"] = settings.merchant_keys.as_json()
-    env["POOUL_LOG_LEVEL"] = "WARNING"
-    return env
-
-
-class _Child:
-    """A subprocess with a log file, ready when `ready_path` answers 200; stopped by SIGTERM."""
-
-    def __init__(self, *, name: str, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.name = name
-        self.port = port
-        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def wait_ready(self, path: str) -> None:
-        import aiohttp
-
-        deadline = time.monotonic() + _STARTUP_SECONDS
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.url + path) as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} not ready: {self.log_tail()}")
-                await asyncio.sleep(0.05)
-
-    def log_tail(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")[-2000:]
-
-    async def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                await asyncio.to_thread(self.process.wait, 20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                await asyncio.to_thread(self.process.wait)
-        self._log.close()
-
-
-def _worker_argv(*, baseline: bool, port: int) -> list[str]:
-    if baseline:
-        return [sys.executable, "-m", "worker.bench.trades", "--baseline-worker", str(port)]
-    return [sys.executable, "-m", "worker", "trades", "--port", str(port)]
+# --- the baseline worker --------------------------------------------------------------------
 
 
 async def _serve_baseline_worker(port: int) -> None:
     """(a): the trades handler behind one lock per partition — one record at a time each."""
     from worker.logs import configure_logging
     from worker.pooul import PooulClient
-    from worker.runtime import KeyContext, Record, StreamProcessor, run_worker
+    from worker.runtime import StreamProcessor, run_worker
     from worker.settings import load_settings
     from worker.trades.handler import TradesHandler
     from worker.trades.metrics import TradesMetrics
 
     settings = load_settings()
     configure_logging(settings.pooul_log_level, settings.pooul_log_format)
-
-    class OnePerPartition:
-        def __init__(self, inner: TradesHandler) -> None:
-            self._inner = inner
-            self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-        async def handle(self, record: Record, ctx: KeyContext) -> None:
-            async with self._locks[ctx.partition]:
-                await self._inner.handle(record, ctx)
-
-        async def on_timer(self, ctx: KeyContext) -> None:
-            async with self._locks[ctx.partition]:
-                await self._inner.on_timer(ctx)
-
     metrics = TradesMetrics()
     async with PooulClient.from_settings(settings) as client:
         handler = TradesHandler(settings=settings, client=client, metrics=metrics)
@@ -489,7 +375,7 @@ class _Load:
     def phase(self, trades: list[_Trade], *, started: float, cpu: float | None) -> Phase:
         ended = max(self.events[t.trade_id][0] for t in trades)
         return Phase(
-            trades=len(trades),
+            count=len(trades),
             seconds=ended - started,
             latencies=[self.events[t.trade_id][0] - self.posted_at[t.trade_id] for t in trades],
             cpu=cpu,
@@ -524,83 +410,62 @@ class _Load:
 
 
 async def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.broker import EmbeddedBroker, free_port
+    from worker.broker import free_port
 
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    broker = None if external else EmbeddedBroker()
-    if broker is not None:
-        await broker.start()
-    bootstrap = external or (broker.bootstrap_servers if broker else "")
-    # A fresh Settings (not model_copy): the merchant keys are parsed by a validator.
-    base = Settings(
-        **{
-            **settings.model_dump(),
-            "kafka_bootstrap_servers": bootstrap,
-            "pooul_merchant_keys": orjson.dumps({_MERCHANT_ID: _MERCHANT_KEY}).decode(),
-            "pooul_merchant_keys_file": None,
-            "pooul_topic_partitions": _PARTITIONS,
+    async with bench_broker() as broker:
+        base = bench_settings(
+            settings,
+            bootstrap=broker.bootstrap_servers,
+            merchant_id=_MERCHANT_ID,
+            merchant_key=_MERCHANT_KEY,
+            partitions=_PARTITIONS,
             # No reconciliation check falls inside the run: only notifies drive it.
-            "pooul_reconcile_schedule": "3600",
-            "pooul_max_in_flight": max(settings.pooul_max_in_flight, 2000),
-        }
-    )
-    print(f"broker: {'external ' + bootstrap if external else 'embedded Tansu ' + bootstrap}")
-    print(
-        f"sandbox latency L = {args.latency_ms:g} ms, {_PARTITIONS} partitions, "
-        f"N = {args.trades} (baseline {args.baseline_trades}), {os.cpu_count()} CPUs"
-    )
-    # The embedded broker's CPU is reported too (it shares the two CPUs with everything else).
-    process = getattr(broker, "_process", None)
-    measured = {"broker": process.pid} if process is not None else {}
-    sandbox = _Child(
-        name="sandbox",
-        argv=[sys.executable, "-m", "worker", "sandbox", "--port", str(port := free_port())],
-        env=_settings_env(base),
-        port=port,
-    )
-    try:
-        await sandbox.wait_ready("/sandbox/health")
-        baseline = await _run_worker(
-            base,
-            sandbox=sandbox,
-            args=args,
-            baseline=True,
-            burst=args.baseline_trades,
-            paced=None,
-            measured=measured,
+            pooul_reconcile_schedule="3600",
+            pooul_max_in_flight=max(settings.pooul_max_in_flight, 2000),
         )
-        print(f"(a) baseline: {baseline['burst'].rate:,.1f} events/s")
-        main = await _run_worker(
-            base,
-            sandbox=sandbox,
-            args=args,
-            baseline=False,
-            burst=args.trades,
-            paced=args.paced_seconds or None,
-            measured=measured,
+        print(f"broker: {broker.describe()}")
+        print(
+            f"sandbox latency L = {args.latency_ms:g} ms, {_PARTITIONS} partitions, "
+            f"N = {args.trades} (baseline {args.baseline_trades}), {os.cpu_count()} CPUs"
         )
-    finally:
-        await sandbox.stop()
-        if broker is not None:
-            await asyncio.to_thread(broker.stop_sync, 1.0)
+        # The embedded broker's CPU is reported too (it shares the CPUs with everything else).
+        measured = {"broker": broker.pid} if broker.pid is not None else {}
+        sandbox = ChildProcess(
+            name="sandbox",
+            argv=worker_command("sandbox", port=(port := free_port())),
+            env=settings_env(base),
+            port=port,
+        )
+        try:
+            await sandbox.wait_ready("/sandbox/health")
+            baseline = await _run_worker(
+                base,
+                sandbox=sandbox,
+                args=args,
+                baseline=True,
+                burst=args.baseline_trades,
+                paced=None,
+                measured=measured,
+            )
+            print(f"(a) baseline: {baseline['burst'].rate:,.1f} events/s")
+            main = await _run_worker(
+                base,
+                sandbox=sandbox,
+                args=args,
+                baseline=False,
+                burst=args.trades,
+                paced=args.paced_seconds or None,
+                measured=measured,
+            )
+        finally:
+            await sandbox.stop()
     return _report(baseline, main, latency_ms=args.latency_ms)
-
-
-async def _set_latency(url: str, latency_ms: float) -> None:
-    import aiohttp
-
-    async with (
-        aiohttp.ClientSession() as http,
-        http.put(f"{url}/sandbox/faults", json={"latency_ms": latency_ms}) as response,
-    ):
-        if response.status != 200:
-            raise RuntimeError(f"sandbox refused the latency: {await response.text()}")
 
 
 async def _run_worker(
     base: Settings,
     *,
-    sandbox: _Child,
+    sandbox: ChildProcess,
     args: argparse.Namespace,
     baseline: bool,
     burst: int,
@@ -611,69 +476,68 @@ async def _run_worker(
     from worker.topics import create_topics
 
     suffix = f"bench-{uuid.uuid4().hex[:8]}"
-    topics = {f"pooul_topic_{name}": f"{topic}.{suffix}" for name, topic in base.topics().items()}
     settings = base.model_copy(
         update={
-            **topics,
+            **suffixed_topics(base, suffix),
             "pooul_base_url": sandbox.url,
             "pooul_trades_group_id": f"trades-{suffix}",
         }
     )
     await create_topics(settings)
-    env = _settings_env(settings)
-    worker = _Child(
+    env = settings_env(settings)
+    worker = ChildProcess(
         name="trades-baseline" if baseline else "trades",
-        argv=_worker_argv(baseline=baseline, port=(port := free_port())),
+        argv=worker_argv(command="trades", baseline=baseline, port=(port := free_port())),
         env=env,
         port=port,
     )
-    ingress = _Child(
+    ingress = ChildProcess(
         name="ingress",
-        argv=[sys.executable, "-m", "worker", "ingress", "--port", str(iport := free_port())],
+        argv=worker_command("ingress", port=(iport := free_port())),
         env={**env, "POOUL_INGRESS_HOST": "127.0.0.1"},
         port=iport,
     )
     load = _Load(settings, sandbox_url=sandbox.url, ingress_url=ingress.url)
-    phases: dict[str, Phase] = {}
     metrics_url = f"{worker.url}/metrics"
+
+    phases: dict[str, Phase] = {}
+    checked: list[_Trade] = []
+
+    async def phase(
+        count: int, post: Callable[[list[_Trade]], Awaitable[None]], *, within: float
+    ) -> Phase:
+        """`count` trades prepared without latency (every query of the phase then pays L),
+        posted by `post`, timed until their last event."""
+        await set_sandbox_latency(sandbox.url, 0)
+        trades = await load.prepare(count, worker_metrics_url=metrics_url)
+        await set_sandbox_latency(sandbox.url, args.latency_ms)
+        timed = await _histogram_totals(metrics_url)
+        others = CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid, **measured)
+        cpu = CpuMeter(worker=worker.pid)
+        started = time.perf_counter()
+        await post(trades)
+        await load.wait(trades, within=within)
+        result = load.phase(trades, started=started, cpu=cpu.read().get("worker"))
+        result.others = others.read()
+        result.inside = _mean_ms(timed, await _histogram_totals(metrics_url))
+        checked.extend(trades)
+        return result
+
+    async def post_burst(trades: list[_Trade]) -> None:
+        await load.burst(trades, concurrency=args.concurrency)
+
     try:
         await worker.wait_ready("/readyz")
         await ingress.wait_ready("/readyz")
         await load.start()
-        # Orders are created without latency; every query of the run then pays L.
-        await _set_latency(sandbox.url, 0)
-        trades = await load.prepare(burst, worker_metrics_url=metrics_url)
-        await _set_latency(sandbox.url, args.latency_ms)
-        timed = await _histogram_totals(metrics_url)
-        others = _CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid, **measured)
-        cpu0 = _process_cpu(worker.pid)
-        started = time.perf_counter()
-        await load.burst(trades, concurrency=args.concurrency)
-        await load.wait(trades, within=max(120.0, burst * 0.05))
-        cpu1 = _process_cpu(worker.pid)
-        cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-        phases["burst"] = load.phase(trades, started=started, cpu=cpu)
-        phases["burst"].others = others.read()
-        phases["burst"].inside = _mean_ms(timed, await _histogram_totals(metrics_url))
-        checked = list(trades)
+        phases["burst"] = await phase(burst, post_burst, within=max(120.0, burst * 0.05))
         if paced:
             rate = args.paced_rate or phases["burst"].rate / 2
-            count = max(1, int(rate * paced))
-            await _set_latency(sandbox.url, 0)
-            trades = await load.prepare(count, worker_metrics_url=metrics_url)
-            await _set_latency(sandbox.url, args.latency_ms)
-            timed = await _histogram_totals(metrics_url)
-            paced_others = _CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid, **measured)
-            cpu0 = _process_cpu(worker.pid)
-            started = time.perf_counter()
-            await load.paced(trades, rate)
-            await load.wait(trades, within=120.0)
-            cpu1 = _process_cpu(worker.pid)
-            cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-            phases["paced"] = load.phase(trades, started=started, cpu=cpu)
-            phases["paced"].others = paced_others.read()
-            phases["paced"].inside = _mean_ms(timed, await _histogram_totals(metrics_url))
-            checked += trades
+
+            async def paced_post(trades: list[_Trade]) -> None:
+                await load.paced(trades, rate)
+
+            phases["paced"] = await phase(max(1, int(rate * paced)), paced_post, within=120.0)
         await asyncio.sleep(0.5)  # late repeats, if any, would show up in the count
         problems = load.check(checked)
         if problems or load.event_count != len(checked):
@@ -689,40 +553,29 @@ async def _run_worker(
 
 
 def _report(baseline: dict[str, Phase], main: dict[str, Phase], *, latency_ms: float) -> int:
-    def cpu(phase: Phase | None) -> str:
-        value = None if phase is None else phase.cpu_per_event
-        return "n/a" if value is None else f"{value * 1000:.3f} ms"
-
-    def latency(phase: Phase | None) -> str:
-        if phase is None:
-            return "-"
-        return f"{phase.percentile_ms(50):,.0f} / {phase.percentile_ms(99):,.0f}"
-
     a, b = baseline["burst"], main["burst"]
     paced = main.get("paced")
-    rows = [
-        ("burst paid trades", f"{a.trades}", f"{b.trades}"),
-        ("burst confirmed events/s", f"{a.rate:,.1f}", f"{b.rate:,.1f}"),
-        ("burst notify→event p50 / p99 (ms)", latency(a), latency(b)),
-        ("burst worker CPU per event", cpu(a), cpu(b)),
-        ("paced rate (events/s)", "-", "-" if paced is None else f"{paced.rate:,.1f}"),
-        ("paced notify→event p50 / p99 (ms)", "-", latency(paced)),
-        ("paced worker CPU per event", "-", cpu(paced)),
-    ]
-    print()
-    print(f"{'':36} {'(a) one per partition':>22} {'(b) trades worker':>20}")
-    for label, left, right in rows:
-        print(f"{label:36} {left:>22} {right:>20}")
-    ratio = b.rate / a.rate if a.rate else 0.0
-    cpu_b = b.cpu_per_event
-    print()
-    print(f"ratio b/a (events/s):        {ratio:,.1f}×   target ≥ {RATIO_TARGET:g}×  "
-          f"{'met' if ratio >= RATIO_TARGET else 'MISSED'}")  # fmt: skip
-    if cpu_b is None:
-        print("(b) CPU per event:           n/a (no /proc on this system)")
-    else:
-        print(f"(b) CPU per event:           {cpu_b * 1000:.3f} ms   target ≤ "
-              f"{CPU_TARGET_SECONDS * 1000:g} ms  {'met' if cpu_b <= CPU_TARGET_SECONDS else 'MISSED'}")  # fmt: skip
+    print_comparison(
+        a,
+        b,
+        paced,
+        width=36,
+        title_b="(b) trades worker",
+        count_label="paid trades",
+        rate_label="confirmed events",
+        unit="events",
+        latency_label="notify→event",
+        item="event",
+    )
+    print_targets(
+        a,
+        b,
+        width=29,
+        unit="events",
+        item="event",
+        ratio_target=RATIO_TARGET,
+        cpu_target_seconds=CPU_TARGET_SECONDS,
+    )
     if paced is not None:
         p99, bound = paced.percentile_ms(99), latency_ms + LATENCY_SLACK_MS
         print(f"paced p99 notify→event:      {p99:,.0f} ms   target ≤ L + {LATENCY_SLACK_MS:g} = "
@@ -746,6 +599,4 @@ def _report(baseline: dict[str, Phase], main: dict[str, Phase], *, latency_ms: f
 
 if __name__ == "__main__":
     # `python -m worker.bench.trades --baseline-worker PORT`: the baseline worker process (a).
-    child_args = argparse.ArgumentParser()
-    child_args.add_argument("--baseline-worker", type=int, required=True, metavar="PORT")
-    run(_serve_baseline_worker(child_args.parse_args().baseline_worker))
+    run(_serve_baseline_worker(baseline_worker_port()))
