@@ -1,5 +1,6 @@
 """Settings: public env var names, merchant keys with rotation, secrets kept out of sight."""
 
+import os
 import subprocess
 import sys
 
@@ -24,8 +25,11 @@ def test_env_var_names_are_the_public_contract(monkeypatch):
     assert settings.merchant_keys.signing_key("888") == "k1"
 
 
-def test_defaults():
+def test_defaults(monkeypatch):
     """Defaults are the production gateway, a local broker and the documented topic names."""
+    for name in list(os.environ):
+        if name.startswith(("KAFKA_", "POOUL_")):
+            monkeypatch.delenv(name)
     settings = Settings()
     assert settings.pooul_base_url == "http://gateway.pooulcloud.cn"
     assert settings.kafka_bootstrap_servers == "localhost:9092"
