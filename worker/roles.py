@@ -44,9 +44,11 @@ async def serve_processor(
     name: str, processor: AbstractAsyncContextManager[StreamProcessor], *, port: int | None
 ) -> int:
     """Run the processor with its health server until SIGTERM/SIGINT; exit code 2 on misuse."""
+    from worker.heap import freeze_startup_heap
     from worker.runtime import UsageError, run_worker
 
     async with processor as started:
+        freeze_startup_heap()
         try:
             await run_worker(started, port=port)
         except UsageError as exc:

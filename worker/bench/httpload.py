@@ -4,6 +4,8 @@
                                 warmup=1, duration=5, server_pid=pid)
     result.rate, result.percentile_ms(99), result.cpu_per_request
 
+    sent_at = await deliver(host=h, port=p, requests=raw, rate=700.0)  # each one once
+
 `requests` yields complete raw HTTP requests. Connections are keep-alive asyncio protocols that
 send one request at a time and parse `Content-Length` answers: aiohttp's client costs more CPU
 per request than a small aiohttp server, so with it a benchmark would mostly measure its client.
@@ -16,13 +18,13 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from worker.bench.harness import percentile_ms, process_cpu
 
-__all__ = ["PhaseResult", "closed_loop", "paced"]
+__all__ = ["PhaseResult", "closed_loop", "deliver", "paced", "post_request"]
 
 _TICK = 0.001  # event loop timers have millisecond resolution
 
@@ -237,3 +239,90 @@ async def paced(
     result.server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     result.client_cpu = client1 - client0
     return result
+
+
+def post_request(path: str, body: bytes, *, content_type: str = "application/json") -> bytes:
+    """A complete keep-alive HTTP/1.1 POST request for the connections here."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def deliver(
+    *,
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    rate: float | None = None,
+    concurrency: int = 64,
+    pool: int = 256,
+    expect: tuple[int, bytes] = (200, b"success"),
+) -> list[float]:
+    """Send each request once and return when all are answered: when each was sent, by index.
+
+    With `rate`, request i leaves at start + i / rate (its "sent" time is that scheduled time,
+    so a late send counts as latency); without, `concurrency` connections send back to back.
+    Raises RuntimeError when an answer is not `expect`: the benchmarks count only real work.
+    """
+    sent_at = [0.0] * len(requests)
+    pending: deque[int] = deque(range(len(requests)))
+    idle: deque[_Connection] = deque()
+    index: dict[_Connection, int] = {}
+    done = asyncio.get_running_loop().create_future()
+    answered = 0
+    wrong: list[str] = []
+
+    def send(connection: _Connection, i: int, at: float) -> None:
+        index[connection] = i
+        sent_at[i] = at
+        connection.send(requests[i], at)
+
+    def on_answer(connection: _Connection, status: int, body: bytes) -> None:
+        nonlocal answered
+        answered += 1
+        if (status, body.strip().lower()) != expect and len(wrong) < 3:
+            wrong.append(f"request {index[connection]}: {status} {body[:200]!r}")
+        if backlog:
+            send(connection, *backlog.popleft())
+        elif rate is None and pending:
+            send(connection, pending.popleft(), time.perf_counter())
+        else:
+            idle.append(connection)
+        if answered == len(requests) and not done.done():
+            done.set_result(None)
+
+    backlog: deque[tuple[int, float]] = deque()
+    if not requests:
+        return sent_at
+    connections = await _connect(host, port, concurrency if rate is None else pool, on_answer)
+    try:
+        start = time.perf_counter()
+        if rate is None:
+            for connection in connections:
+                if pending:
+                    send(connection, pending.popleft(), start)
+        else:
+            idle.extend(connections)
+            while pending:
+                due = min(len(requests), int((time.perf_counter() - start) * rate) + 1)
+                while pending and pending[0] < due:
+                    i = pending.popleft()
+                    if idle:
+                        send(idle.popleft(), i, start + i / rate)
+                    else:
+                        backlog.append((i, start + i / rate))
+                next_due = start + (len(requests) - len(pending)) / rate
+                await asyncio.sleep(max(_TICK, next_due - time.perf_counter()))
+        # A connection the server closes would leave its request unanswered: stop there.
+        await asyncio.wait([done, *(c.closed for c in connections)], return_when="FIRST_COMPLETED")
+    finally:
+        _close(connections)
+    if not done.done():
+        raise RuntimeError(
+            f"the server closed a connection; {answered} of {len(requests)} answered"
+        )
+    if wrong:
+        raise RuntimeError(f"unexpected answers: {wrong}")
+    return sent_at

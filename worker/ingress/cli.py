@@ -64,6 +64,7 @@ async def _serve(*, settings: Settings, host: str, port: int) -> int:
     # Imported here so `pooul-worker --help` stays cheap.
     from aiokafka.errors import KafkaConnectionError
 
+    from worker.heap import freeze_startup_heap
     from worker.ingress.server import IngressServer
 
     stop = asyncio.Event()
@@ -82,6 +83,7 @@ async def _serve(*, settings: Settings, host: str, port: int) -> int:
     except OSError as exc:
         log.error("cannot listen", extra={"host": host, "port": port, "error": str(exc)})
         return 1
+    freeze_startup_heap()
     try:
         log.info(
             "ingress listening",

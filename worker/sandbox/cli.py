@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Any
 
+from worker.loop import run
 from worker.settings import Settings
 
 __all__ = ["register"]
@@ -62,7 +63,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    return asyncio.run(
+    return run(
         _serve(
             settings=settings,
             host=host,
@@ -84,6 +85,7 @@ async def _serve(
     notify_timeout: float,
 ) -> int:
     # Imported here so `pooul-worker --help` stays cheap.
+    from worker.heap import freeze_startup_heap
     from worker.sandbox.app import SandboxServer
 
     stop = asyncio.Event()
@@ -105,6 +107,7 @@ async def _serve(
         await server.stop()
         print(f"pooul-worker sandbox: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 1
+    freeze_startup_heap()
     try:
         log.info(
             "sandbox listening",
