@@ -49,6 +49,7 @@ from worker.bench.harness import (
     baseline_worker_port,
     bench_broker,
     bench_settings,
+    percentile_ms,
     print_comparison,
     print_targets,
     set_sandbox_latency,
@@ -121,6 +122,19 @@ class Phase(LoadPhase):
 
     others: dict[str, float] = field(default_factory=dict)
     inside: str = ""  # mean ms of the worker's own timings over the phase
+    # Each latency cut where the worker confirmed the trade (the event's `confirmed_at`):
+    # notify posted → confirmed (ingress, the Kafka hop in, the query) and confirmed → read
+    # (the event's acks=all write and this process's fetch).
+    to_confirmed: list[float] = field(default_factory=list)
+    after_confirmed: list[float] = field(default_factory=list)
+
+    def split_ms(self) -> str:
+        return (
+            f"notify→confirmed {percentile_ms(self.to_confirmed, 50):,.0f} / "
+            f"{percentile_ms(self.to_confirmed, 99):,.0f}, confirmed→event read "
+            f"{percentile_ms(self.after_confirmed, 50):,.0f} / "
+            f"{percentile_ms(self.after_confirmed, 99):,.0f}"
+        )
 
 
 _TIMED = (
@@ -216,6 +230,7 @@ class _Load:
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=_SETUP_CONCURRENCY))
         self.posted_at: dict[str, float] = {}
         self.events: dict[str, tuple[float, str, str]] = {}  # trade_id → (read at, id, type)
+        self.confirmed_at: dict[str, float] = {}  # trade_id → the event's confirmed_at (Unix s)
         self.event_count = 0
         self._reader: asyncio.Task[None] | None = None
         self._serial = 0
@@ -241,7 +256,10 @@ class _Load:
                     event = orjson.loads(message.value)
                     self.event_count += 1
                     trade_id = event["data"]["trade_id"]
-                    self.events.setdefault(trade_id, (now, event["id"], event["type"]))
+                    if trade_id not in self.events:
+                        self.events[trade_id] = (now, event["id"], event["type"])
+                        confirmed = datetime.fromisoformat(event["data"]["confirmed_at"])
+                        self.confirmed_at[trade_id] = confirmed.timestamp()
 
     async def prepare(self, count: int, *, worker_metrics_url: str) -> list[_Trade]:
         """`count` orders created and paid on the sandbox, their order-created signals sent and
@@ -367,11 +385,20 @@ class _Load:
 
     def phase(self, trades: list[_Trade], *, started: float, cpu: float | None) -> Phase:
         ended = max(self.events[t.trade_id][0] for t in trades)
+        wall = time.time() - time.perf_counter()  # confirmed_at is wall-clock time
+        to_confirmed = [
+            self.confirmed_at[t.trade_id] - wall - self.posted_at[t.trade_id] for t in trades
+        ]
         return Phase(
             count=len(trades),
             seconds=ended - started,
             latencies=[self.events[t.trade_id][0] - self.posted_at[t.trade_id] for t in trades],
             cpu=cpu,
+            to_confirmed=to_confirmed,
+            after_confirmed=[
+                self.events[t.trade_id][0] - self.posted_at[t.trade_id] - before
+                for t, before in zip(trades, to_confirmed, strict=True)
+            ],
         )
 
     def check(self, trades: list[_Trade]) -> list[str]:
@@ -567,6 +594,7 @@ def _report(a: Phase, b: Phase, paced: Phase | None, *, latency_ms: float) -> in
         )
         if phase.inside:
             print(f"(b) {label} worker means (ms): {phase.inside}")
+        print(f"(b) {label} latency split p50 / p99 (ms): {phase.split_ms()}")
     print("events: every trade exactly one `succeeded` event with its deterministic id")
     return 0
 
