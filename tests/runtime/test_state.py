@@ -97,7 +97,8 @@ def test_restored_entries_read_the_same_as_parsed_ones(entry: StateEntry) -> Non
     """Lazily restored entries (timer fields from the tail) equal a full parse, whatever the value holds."""
     raw = encode_entry(entry)
     restored = restored_entry(raw)
-    assert (restored.wake_at, restored.expires_at) == (entry.wake_at, entry.expires_at)
+    assert (restored[1], restored[2]) == (entry.wake_at, entry.expires_at)
+    assert restored[0] == raw  # kept unparsed
     state = PartitionState(0, {b"k": restored})
     assert state.peek(b"k") == entry == decode_entry(raw)
 
@@ -111,3 +112,23 @@ def test_other_layouts_are_parsed_in_full_and_corrupt_values_read_as_absent() ->
     assert len(state) == 1
     assert state.get(b"k", now=0) is None
     assert len(state) == 0
+
+
+def test_stored_entries_leave_the_garbage_collector_and_read_back_fresh() -> None:
+    """An entry is kept as its changelog bytes: after one collection the collector no longer
+    tracks it (a store of parsed values made every full collection walk every key), and each
+    read parses a fresh value, so a caller changing what it read changes nothing stored."""
+    import gc
+
+    state = PartitionState(0)
+    value = {"phase": "pending", "fee": 12, "bills": [{"amount": 12}]}
+    state.put(b"k", StateEntry(value, wake_at=10.0, expires_at=20.0))
+    gc.collect()
+    assert not gc.is_tracked(state._entries[b"k"])
+
+    read = state.peek(b"k")
+    assert read == StateEntry(value, 10.0, 20.0)
+    assert read is not None
+    read.value["phase"] = "changed"
+    assert state.get(b"k", now=0.0) == StateEntry(value, 10.0, 20.0)
+    assert state.due_timers(now=15.0, limit=10) == [(b"k", 10.0)]

@@ -140,7 +140,7 @@ class KeyContext:
         entry = StateEntry(value, wake_at, expires_at)
         payload = encode_entry(entry)
         await self._outputs.send(topic, payload, key=self.key, partition=self.partition)
-        store.put(self.key, entry)
+        store.put(self.key, entry, payload)
         if wake_at is not None:
             self._outputs.on_timer_set(wake_at)
 

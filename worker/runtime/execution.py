@@ -290,7 +290,7 @@ class Executor:
                     "state write failed; retrying", extra={"worker": self.name, "error": exc.reason}
                 )
                 await asyncio.sleep(backoff_delay(failures, base=0.2, maximum=10.0, rng=self._rng))
-        if entry is None:
+        if entry is None or payload is None:
             run.state.delete(key)
         else:
-            run.state.put(key, entry)
+            run.state.put(key, entry, payload)

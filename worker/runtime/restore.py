@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from worker.runtime.state import PartitionState, RawEntry, StateEntry, restored_entry
+from worker.runtime.state import PartitionState, StateEntry, Stored, restored_entry
 
 __all__ = ["RESTORE_CONSUMER_OPTIONS", "RestoreResult", "restore_partitions"]
 
@@ -55,7 +55,7 @@ async def restore_partitions(
     """
     started = time.perf_counter()
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-    entries: dict[int, dict[bytes, StateEntry | RawEntry]] = {p: {} for p in partitions}
+    entries: dict[int, dict[bytes, StateEntry | Stored]] = {p: {} for p in partitions}
     result = RestoreResult(states={})
     consumer.assign(tps)
     try:
@@ -87,7 +87,7 @@ async def restore_partitions(
 
 def _apply(
     messages: list[Any],
-    target: dict[bytes, StateEntry | RawEntry],
+    target: dict[bytes, StateEntry | Stored],
     result: RestoreResult,
     *,
     topic: str,
