@@ -268,6 +268,7 @@ async def deliver(
     """
     sent_at = [0.0] * len(requests)
     pending: deque[int] = deque(range(len(requests)))
+    backlog: deque[tuple[int, float]] = deque()  # (index, scheduled time) with no idle connection
     idle: deque[_Connection] = deque()
     index: dict[_Connection, int] = {}
     done = asyncio.get_running_loop().create_future()
@@ -293,7 +294,6 @@ async def deliver(
         if answered == len(requests) and not done.done():
             done.set_result(None)
 
-    backlog: deque[tuple[int, float]] = deque()
     if not requests:
         return sent_at
     connections = await _connect(host, port, concurrency if rate is None else pool, on_answer)

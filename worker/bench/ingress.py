@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from worker.bench.harness import ChildProcess, bench_broker, worker_command
-from worker.bench.httpload import PhaseResult, closed_loop, paced
+from worker.bench.httpload import PhaseResult, closed_loop, paced, post_request
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -119,11 +119,7 @@ def _notify_requests(count: int) -> list[bytes]:
                 "sign": sign(data, _MERCHANT_KEY),
             }
         )
-        head = (
-            f"POST {_NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        requests.append(head.encode() + body)
+        requests.append(post_request(_NOTIFY_PATH, body))
     return requests
 
 
