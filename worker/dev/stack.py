@@ -146,6 +146,9 @@ class DevStack:
             if not key.upper().startswith(("POOUL_MERCHANT_KEYS", "KAFKA_BOOTSTRAP"))
         }
         return {
+            # The embedded broker holds every fetch for its full wait, even when records arrive
+            # (Apache Kafka answers at once): the default 50 ms would add up to 50 ms per hop.
+            "POOUL_FETCH_MAX_WAIT_MS": "10",
             **inherited,
             "PYTHONUNBUFFERED": "1",
             "KAFKA_BOOTSTRAP_SERVERS": self.endpoints.bootstrap_servers,
