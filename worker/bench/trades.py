@@ -383,7 +383,9 @@ class _Load:
                 raise RuntimeError(f"{missing} events missing after {within:.0f} s")
             await asyncio.sleep(0.01)
 
-    def phase(self, trades: list[_Trade], *, started: float, cpu: float | None) -> Phase:
+    def phase(self, trades: list[_Trade], *, cpu: float | None) -> Phase:
+        """The phase's numbers; its clock starts at the first notify sent (after connecting)."""
+        started = min(self.posted_at[t.trade_id] for t in trades)
         ended = max(self.events[t.trade_id][0] for t in trades)
         wall = time.time() - time.perf_counter()  # confirmed_at is wall-clock time
         to_confirmed = [
@@ -529,10 +531,9 @@ async def _run_worker(
         others = CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid, **measured)
         cpu = CpuMeter(worker=worker.pid)
         freeze_startup_heap()  # this process's own GC pauses would count as event latency
-        started = time.perf_counter()
         await load.post(trades, rate=rate, concurrency=args.concurrency)
         await load.wait(trades, within=max(120.0, count * 0.05))
-        result = load.phase(trades, started=started, cpu=cpu.read().get("worker"))
+        result = load.phase(trades, cpu=cpu.read().get("worker"))
         result.others = others.read()
         result.inside = _mean_ms(timed, await _histogram_totals(metrics_url))
         await asyncio.sleep(0.5)  # late repeats, if any, would show up in the count
