@@ -15,8 +15,8 @@ named tuple or a tuple holding a dict, so a store of parsed values made every fu
 walk every key (50 ms per 300,000 trades on an idle core, repeated as the store grows); a plain
 tuple of bytes and floats is untracked after its first collection (3.8 ms for the same store),
 and the bytes take about half the memory of the parsed dict. A restore does not parse values
-either: it reads `wake_at` /
-`expires_at` from the envelope's tail (`restored_entry`), so a million keys restore in seconds.
+either: it reads `wake_at`/`expires_at` from the envelope's tail (`restored_entry`), so a
+million keys restore in seconds.
 """
 
 from __future__ import annotations
