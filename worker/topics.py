@@ -6,6 +6,8 @@ trade-state must stay co-partitioned with trade-signals and order-state with ord
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
@@ -18,6 +20,7 @@ from worker.settings import Settings
 __all__ = ["TopicInfo", "TopicSpec", "create_topics", "describe_topics", "topic_specs"]
 
 _TOPIC_ALREADY_EXISTS = 36
+_VISIBLE_WITHIN = 10.0  # seconds a created topic may take to show up in the metadata
 _COMPACTED = {"cleanup.policy": "compact"}
 
 
@@ -84,17 +87,32 @@ async def create_topics(settings: Settings) -> dict[str, str]:
 
 
 async def _check_partitions(settings: Settings, specs: list[TopicSpec]) -> None:
-    described = {info.name: info.partitions for info in await describe_topics(settings)}
-    wrong = [
-        f"{s.name} has {described.get(s.name)} partitions, expected {s.partitions}"
-        for s in specs
-        if described.get(s.name) != s.partitions
-    ]
-    if wrong:
-        raise RuntimeError(
-            "existing topics do not match POOUL_TOPIC_PARTITIONS (changelogs must stay "
-            "co-partitioned with their input): " + "; ".join(wrong)
-        )
+    """Every topic has its partition count. A topic just created can be missing from the
+    metadata for a moment (brokers learn of it from the controller; seen on the embedded broker
+    right after a restart), so missing topics are awaited up to `_VISIBLE_WITHIN`; a wrong
+    count fails at once."""
+    deadline = time.monotonic() + _VISIBLE_WITHIN
+    while True:
+        described = {info.name: info.partitions for info in await describe_topics(settings)}
+        wrong = [
+            f"{s.name} has {described[s.name]} partitions, expected {s.partitions}"
+            for s in specs
+            if s.name in described and described[s.name] != s.partitions
+        ]
+        if wrong:
+            raise RuntimeError(
+                "existing topics do not match POOUL_TOPIC_PARTITIONS (changelogs must stay "
+                "co-partitioned with their input): " + "; ".join(wrong)
+            )
+        missing = [s.name for s in specs if s.name not in described]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"topics not in the cluster's metadata {_VISIBLE_WITHIN:g} s after creation: "
+                + ", ".join(missing)
+            )
+        await asyncio.sleep(0.2)
 
 
 async def describe_topics(settings: Settings) -> list[TopicInfo]:
