@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -178,6 +178,21 @@ async def closed_loop(
     return result
 
 
+async def _on_schedule(start: float, rate: float, total: int) -> AsyncIterator[tuple[int, float]]:
+    """`(i, start + i / rate)` for each i < total, yielded once it is due.
+
+    Between due times it sleeps, but at least a timer tick: a shorter sleep spins, and a
+    spinning generator steals the CPU the server under test needs.
+    """
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        while sent < due:
+            yield sent, start + sent / rate
+            sent += 1
+        await asyncio.sleep(max(_TICK, start + sent / rate - time.perf_counter()))
+
+
 async def paced(
     *,
     host: str,
@@ -210,26 +225,15 @@ async def paced(
     try:
         start = time.perf_counter()
         measure_from = start + warmup
-        total = int(rate * (warmup + duration))
-        sent = 0
         cpu0: float | None = None
         client0 = 0.0
-        while sent < total:
-            now = time.perf_counter()
-            if cpu0 is None and now >= measure_from:
+        async for _, scheduled in _on_schedule(start, rate, int(rate * (warmup + duration))):
+            if cpu0 is None and time.perf_counter() >= measure_from:
                 cpu0, client0 = process_cpu(server_pid), time.process_time()
-            due = min(total, int((now - start) * rate) + 1)
-            while sent < due:
-                scheduled = start + sent / rate
-                if idle:
-                    idle.popleft().send(next(requests), scheduled)
-                else:
-                    backlog.append(scheduled)
-                sent += 1
-            # Sleep until the next request is due, but at least a timer tick: a shorter sleep
-            # spins, and a spinning generator steals the CPU the server under test needs.
-            next_due = start + sent / rate
-            await asyncio.sleep(max(_TICK, next_due - time.perf_counter()))
+            if idle:
+                idle.popleft().send(next(requests), scheduled)
+            else:
+                backlog.append(scheduled)
         await _drain(connections, backlog)
         cpu1, client1 = process_cpu(server_pid), time.process_time()
     finally:
@@ -267,7 +271,8 @@ async def deliver(
     Raises RuntimeError when an answer is not `expect`: the benchmarks count only real work.
     """
     sent_at = [0.0] * len(requests)
-    pending: deque[int] = deque(range(len(requests)))
+    # Without `rate`: the requests not sent yet, taken by whichever connection is free.
+    pending: deque[int] = deque(range(len(requests)) if rate is None else ())
     backlog: deque[tuple[int, float]] = deque()  # (index, scheduled time) with no idle connection
     idle: deque[_Connection] = deque()
     index: dict[_Connection, int] = {}
@@ -287,7 +292,7 @@ async def deliver(
             wrong.append(f"request {index[connection]}: {status} {body[:200]!r}")
         if backlog:
             send(connection, *backlog.popleft())
-        elif rate is None and pending:
+        elif pending:
             send(connection, pending.popleft(), time.perf_counter())
         else:
             idle.append(connection)
@@ -305,16 +310,11 @@ async def deliver(
                     send(connection, pending.popleft(), start)
         else:
             idle.extend(connections)
-            while pending:
-                due = min(len(requests), int((time.perf_counter() - start) * rate) + 1)
-                while pending and pending[0] < due:
-                    i = pending.popleft()
-                    if idle:
-                        send(idle.popleft(), i, start + i / rate)
-                    else:
-                        backlog.append((i, start + i / rate))
-                next_due = start + (len(requests) - len(pending)) / rate
-                await asyncio.sleep(max(_TICK, next_due - time.perf_counter()))
+            async for i, scheduled in _on_schedule(start, rate, len(requests)):
+                if idle:
+                    send(idle.popleft(), i, scheduled)
+                else:
+                    backlog.append((i, scheduled))
         # A connection the server closes would leave its request unanswered: stop there.
         await asyncio.wait([done, *(c.closed for c in connections)], return_when="FIRST_COMPLETED")
     finally:
