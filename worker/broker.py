@@ -20,7 +20,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["BrokerUnavailableError", "EmbeddedBroker", "free_port", "wait_for_port"]
+__all__ = [
+    "EMBEDDED_FETCH_MAX_WAIT_MS",
+    "BrokerUnavailableError",
+    "EmbeddedBroker",
+    "free_port",
+    "wait_for_port",
+]
+
+# The fetch wait (`POOUL_FETCH_MAX_WAIT_MS`) that `dev` and the benchmarks give consumers of the
+# embedded broker unless one is set: it holds every fetch for its full wait even when records
+# arrive (Apache Kafka answers at once), so the default 50 ms would add up to 50 ms per hop.
+EMBEDDED_FETCH_MAX_WAIT_MS = 10
 
 
 class BrokerUnavailableError(RuntimeError):

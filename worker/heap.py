@@ -16,7 +16,6 @@ a reference cycle.
 from __future__ import annotations
 
 import gc
-import os
 
 __all__ = ["freeze_startup_heap"]
 
@@ -25,5 +24,3 @@ def freeze_startup_heap() -> None:
     """Collect startup garbage once, then exempt every surviving object from later passes."""
     gc.collect()
     gc.freeze()
-    if os.environ.get("GCTHRESH"):
-        gc.set_threshold(*map(int, os.environ["GCTHRESH"].split(",")))

@@ -174,18 +174,29 @@ async def bench_broker() -> AsyncIterator[BenchBroker]:
 def bench_settings(
     settings: Settings,
     *,
-    bootstrap: str,
+    broker: BenchBroker,
     merchant_id: str,
     merchant_key: str,
     partitions: int,
     **overrides: Any,
 ) -> Settings:
-    """`settings` for a bench run: its broker, its one merchant, its partition count."""
+    """`settings` for a bench run: its broker, its one merchant, its partition count.
+
+    On the embedded broker, consumers get the fetch wait `dev` gives them
+    (`EMBEDDED_FETCH_MAX_WAIT_MS`) unless `POOUL_FETCH_MAX_WAIT_MS` is set: that broker holds a
+    fetch for its whole wait, so the default would measure the wait, not the worker.
+    """
+    from worker.broker import EMBEDDED_FETCH_MAX_WAIT_MS
+
+    tuning: dict[str, Any] = {}
+    if not broker.external and "pooul_fetch_max_wait_ms" not in settings.model_fields_set:
+        tuning["pooul_fetch_max_wait_ms"] = EMBEDDED_FETCH_MAX_WAIT_MS
     # A fresh Settings (not model_copy): the merchant keys are parsed by a validator.
     return Settings(
         **{
             **settings.model_dump(),
-            "kafka_bootstrap_servers": bootstrap,
+            **tuning,
+            "kafka_bootstrap_servers": broker.bootstrap_servers,
             "pooul_merchant_keys": orjson.dumps({merchant_id: merchant_key}).decode(),
             "pooul_merchant_keys_file": None,
             "pooul_topic_partitions": partitions,

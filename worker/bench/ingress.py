@@ -3,6 +3,10 @@
 - (a) bare: an aiohttp app (uvloop, no access log) that reads the body and answers `success`.
 - (b) ingress: `pooul-worker ingress` verifying signed notifies and writing each with acks=all
   to a real broker (an embedded one unless `KAFKA_BOOTSTRAP_SERVERS` is set).
+- (v) verify only, peak phase only: (a) plus the ingress's own parsing, signature check and
+  record building, no Kafka and no log line. It splits (b)'s CPU per request into aiohttp (a),
+  verification (v − a) and the Kafka write with the log line (b − v): where a faster (b) has to
+  come from.
 
 Both servers are subprocesses, so their CPU time is read from /proc and nothing else counts;
 they get the same signed notify bodies from the same load generator in this process. The load
@@ -126,10 +130,18 @@ def _notify_requests(count: int) -> list[bytes]:
 # --- servers --------------------------------------------------------------------------------
 
 
-def _bare_server(port: int) -> ChildProcess:
+def _bare_server(port: int, *, verify: bool = False) -> ChildProcess:
+    """(a), or with `verify` (v): the baseline servers, run by this module as a script."""
     return ChildProcess(
-        name="bare",
-        argv=[sys.executable, "-m", "worker.bench.ingress", "--bare-port", str(port)],
+        name="verify-only" if verify else "bare",
+        argv=[
+            sys.executable,
+            "-m",
+            "worker.bench.ingress",
+            "--bare-port",
+            str(port),
+            *(["--verify"] if verify else []),
+        ],
         env=dict(os.environ),
         port=port,
         ready_within=_STARTUP_SECONDS,
@@ -155,23 +167,37 @@ def _ingress_server(port: int, *, bootstrap: str, topic: str) -> ChildProcess:
     )
 
 
-def _serve_bare(port: int) -> None:
-    """The baseline: what any aiohttp notify endpoint costs before doing any work."""
+def _serve_bare(port: int, *, verify: bool) -> None:
+    """The baseline: what any aiohttp notify endpoint costs before doing any work; with
+    `verify`, plus the ingress's verification and record building (no Kafka, no log line)."""
+    from datetime import UTC, datetime
+
     from aiohttp import web
 
+    from worker.heap import freeze_startup_heap
+    from worker.ingress.notify import build_record, verify_notify
     from worker.loop import event_loop_factory
+    from worker.settings import MerchantKeys
+
+    keys = MerchantKeys({_MERCHANT_ID: [_MERCHANT_KEY]})
 
     async def notify(request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
+        if verify:
+            build_record(verify_notify(body, keys=keys), received_at=datetime.now(UTC))
         return web.Response(text="success", content_type="text/plain")
 
     async def healthz(request: web.Request) -> web.Response:
         # Which event loop serves: the bench prints it, so a fallback to asyncio's is visible.
         return web.Response(text=type(asyncio.get_running_loop()).__module__)
 
+    async def freeze_heap(app: web.Application) -> None:
+        freeze_startup_heap()  # as `pooul-worker ingress` does once serving: like for like
+
     app = web.Application()
     app.router.add_post(_NOTIFY_PATH, notify)
     app.router.add_get("/healthz", healthz)
+    app.on_startup.append(freeze_heap)
     web.run_app(
         app,
         host="127.0.0.1",
@@ -201,7 +227,7 @@ async def _bench(*, settings: Settings, concurrency: int, duration: float, warmu
         try:
             await _create_topic(bench_settings)
             notifies = _notify_requests(20_000)
-            results: dict[str, dict[str, PhaseResult]] = {"bare": {}, "ingress": {}}
+            results: dict[str, dict[str, PhaseResult]] = {"bare": {}, "ingress": {}, "verify": {}}
 
             def against(server: ChildProcess) -> dict[str, Any]:
                 """The load options both phases share, aimed at one server."""
@@ -224,9 +250,7 @@ async def _bench(*, settings: Settings, concurrency: int, duration: float, warmu
                 ingress = _ingress_server(free_port(), bootstrap=bootstrap, topic=topic)
                 try:
                     await ingress.wait_ready("/readyz")
-                    print(
-                        f"event loops: (a) {bare_loop}, (b) {_ingress_loop(ingress.startup_log())}"
-                    )
+                    print(f"event loops: (a) {bare_loop}, (b) {await _ingress_loop(ingress)}")
                     results["ingress"]["peak"] = await closed_loop(
                         **against(ingress), concurrency=concurrency
                     )
@@ -238,6 +262,14 @@ async def _bench(*, settings: Settings, concurrency: int, duration: float, warmu
                 results["bare"]["paced"] = await paced(**against(bare), rate=half)
             finally:
                 await bare.stop()
+            verify = _bare_server(free_port(), verify=True)
+            try:
+                await verify.wait_ready("/healthz")
+                results["verify"]["peak"] = await closed_loop(
+                    **against(verify), concurrency=concurrency
+                )
+            finally:
+                await verify.stop()
             records = await _record_count(bench_settings)
             print(f"load average {_load():.2f} at the end (other processes share these CPUs)")
             return _report(results, records=records)
@@ -256,13 +288,16 @@ async def _bare_loop(port: int) -> str:
         return await response.text()
 
 
-def _ingress_loop(startup_log: str) -> str:
-    """The `loop` field of the ingress's "ingress listening" log line."""
-    for line in startup_log.splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            entry = orjson.loads(line)
-            if isinstance(entry, dict) and entry.get("msg") == "ingress listening":
-                return str(entry.get("loop", "?"))
+async def _ingress_loop(ingress: ChildProcess) -> str:
+    """The `loop` field of the ingress's "ingress listening" log line, which may reach the log
+    up to 0.2 s after readiness (routine lines are written in batches: worker/logs.py)."""
+    for _ in range(40):
+        for line in ingress.startup_log().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                entry = orjson.loads(line)
+                if isinstance(entry, dict) and entry.get("msg") == "ingress listening":
+                    return str(entry.get("loop", "?"))
+        await asyncio.sleep(0.05)
     return "unknown"
 
 
@@ -325,7 +360,7 @@ async def _record_count(settings: Settings) -> int:
 
 
 def _report(results: dict[str, dict[str, PhaseResult]], *, records: int) -> int:
-    bare, ingress = results["bare"], results["ingress"]
+    bare, ingress, verify = results["bare"], results["ingress"], results["verify"]
 
     def cpu(result: PhaseResult) -> str:
         value = result.cpu_per_request
@@ -351,6 +386,7 @@ def _report(results: dict[str, dict[str, PhaseResult]], *, records: int) -> int:
           f"{'met' if ratio >= PEAK_RATIO_TARGET else 'MISSED'}")  # fmt: skip
     print(f"(b) p99 at half its peak:     {p99:.2f} ms   target ≤ {PACED_P99_TARGET_MS:g} ms  "
           f"{'met' if p99 <= PACED_P99_TARGET_MS else 'MISSED'}")  # fmt: skip
+    print(_where_cpu_goes(bare["peak"], verify["peak"], ingress["peak"]))
     successes = sum(phase.successes for phase in ingress.values())
     other = Counter(
         {
@@ -368,8 +404,24 @@ def _report(results: dict[str, dict[str, PhaseResult]], *, records: int) -> int:
     return 0
 
 
+def _where_cpu_goes(bare: PhaseResult, verify: PhaseResult, ingress: PhaseResult) -> str:
+    """(b)'s CPU per request at the peak, split by the (v) run: aiohttp, verification, Kafka."""
+    a, v, b = bare.cpu_per_request, verify.cpu_per_request, ingress.cpu_per_request
+    if verify.successes != sum(verify.answers.values()):
+        return f"(b) CPU per request split: n/a (the verify-only server answered {verify.answers})"
+    if a is None or v is None or b is None:
+        return "(b) CPU per request split: n/a (no /proc)"
+    return (
+        f"(b) CPU per request at peak: {b * 1e6:.0f} µs = aiohttp {a * 1e6:.0f} + parse/verify/"
+        f"record {(v - a) * 1e6:.0f} (verify-only server: {verify.rate:,.0f} req/s) + Kafka "
+        f"write and log line {(b - v) * 1e6:.0f}; a 0.6 ratio needs ≤ {a / 0.6 * 1e6:.0f} µs"
+    )
+
+
 if __name__ == "__main__":
-    # `python -m worker.bench.ingress --bare-port P`: the baseline server process.
+    # `python -m worker.bench.ingress --bare-port P [--verify]`: a baseline server process.
     bare_args = argparse.ArgumentParser()
     bare_args.add_argument("--bare-port", type=int, required=True)
-    _serve_bare(bare_args.parse_args().bare_port)
+    bare_args.add_argument("--verify", action="store_true")
+    parsed = bare_args.parse_args()
+    _serve_bare(parsed.bare_port, verify=parsed.verify)

@@ -253,7 +253,7 @@ async def _bench(args: argparse.Namespace, settings: Settings) -> int:
     async with bench_broker() as broker:
         base = bench_settings(
             settings,
-            bootstrap=broker.bootstrap_servers,
+            broker=broker,
             merchant_id=_MERCHANT_ID,
             merchant_key=_MERCHANT_KEY,
             partitions=_PARTITIONS,

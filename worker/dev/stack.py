@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from worker.broker import broker_binary, free_port
+from worker.broker import EMBEDDED_FETCH_MAX_WAIT_MS, broker_binary, free_port
 from worker.dev.processes import ChildProcess, port_is_free, wait_ready
 from worker.settings import Settings
 from worker.topics import create_topics
@@ -146,9 +146,7 @@ class DevStack:
             if not key.upper().startswith(("POOUL_MERCHANT_KEYS", "KAFKA_BOOTSTRAP"))
         }
         return {
-            # The embedded broker holds every fetch for its full wait, even when records arrive
-            # (Apache Kafka answers at once): the default 50 ms would add up to 50 ms per hop.
-            "POOUL_FETCH_MAX_WAIT_MS": "10",
+            "POOUL_FETCH_MAX_WAIT_MS": str(EMBEDDED_FETCH_MAX_WAIT_MS),
             **inherited,
             "PYTHONUNBUFFERED": "1",
             "KAFKA_BOOTSTRAP_SERVERS": self.endpoints.bootstrap_servers,
