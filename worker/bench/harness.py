@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,27 @@ def cpu_ms(phase: LoadPhase | None) -> str:
     """A table cell: worker CPU per item in ms, `n/a` without /proc or a phase."""
     value = None if phase is None else phase.cpu_per_item
     return "n/a" if value is None else f"{value * 1000:.3f} ms"
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage-collection pause in this process while a phase is timed.
+
+    The load generator stamps each request's send time and each answer's arrival; a collection
+    here (3–25 ms, measured) would show up as latency of the processes under test. As `timeit`
+    does, the collector is off while timing: startup objects are frozen first, and whatever
+    cyclic garbage the phase leaves is collected after it.
+    """
+    from worker.heap import freeze_startup_heap
+
+    freeze_startup_heap()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # --- broker and settings --------------------------------------------------------------------

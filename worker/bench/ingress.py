@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from worker.bench.harness import ChildProcess, bench_broker, worker_command
+from worker.bench.harness import ChildProcess, bench_broker, collector_paused, worker_command
 from worker.bench.httpload import PhaseResult, closed_loop, paced, post_request
 from worker.settings import Settings
 
@@ -240,36 +240,38 @@ async def _bench(*, settings: Settings, concurrency: int, duration: float, warmu
                     "server_pid": server.pid,
                 }
 
-            bare = _bare_server(free_port())
-            try:
-                await bare.wait_ready("/healthz")
-                bare_loop = await _bare_loop(bare.port)
-                results["bare"]["peak"] = await closed_loop(
-                    **against(bare), concurrency=concurrency
-                )
-                ingress = _ingress_server(free_port(), bootstrap=bootstrap, topic=topic)
+            # No collection pauses in the load generator while it times (worker/bench/harness.py).
+            with collector_paused():
+                bare = _bare_server(free_port())
                 try:
-                    await ingress.wait_ready("/readyz")
-                    print(f"event loops: (a) {bare_loop}, (b) {await _ingress_loop(ingress)}")
-                    results["ingress"]["peak"] = await closed_loop(
-                        **against(ingress), concurrency=concurrency
+                    await bare.wait_ready("/healthz")
+                    bare_loop = await _bare_loop(bare.port)
+                    results["bare"]["peak"] = await closed_loop(
+                        **against(bare), concurrency=concurrency
                     )
-                    half = results["ingress"]["peak"].rate / 2
-                    results["ingress"]["paced"] = await paced(**against(ingress), rate=half)
+                    ingress = _ingress_server(free_port(), bootstrap=bootstrap, topic=topic)
+                    try:
+                        await ingress.wait_ready("/readyz")
+                        print(f"event loops: (a) {bare_loop}, (b) {await _ingress_loop(ingress)}")
+                        results["ingress"]["peak"] = await closed_loop(
+                            **against(ingress), concurrency=concurrency
+                        )
+                        half = results["ingress"]["peak"].rate / 2
+                        results["ingress"]["paced"] = await paced(**against(ingress), rate=half)
+                    finally:
+                        await ingress.stop()
+                    # The baseline at the same paced rate, for comparison.
+                    results["bare"]["paced"] = await paced(**against(bare), rate=half)
                 finally:
-                    await ingress.stop()
-                # The baseline at the same paced rate, for comparison.
-                results["bare"]["paced"] = await paced(**against(bare), rate=half)
-            finally:
-                await bare.stop()
-            verify = _bare_server(free_port(), verify=True)
-            try:
-                await verify.wait_ready("/healthz")
-                results["verify"]["peak"] = await closed_loop(
-                    **against(verify), concurrency=concurrency
-                )
-            finally:
-                await verify.stop()
+                    await bare.stop()
+                verify = _bare_server(free_port(), verify=True)
+                try:
+                    await verify.wait_ready("/healthz")
+                    results["verify"]["peak"] = await closed_loop(
+                        **against(verify), concurrency=concurrency
+                    )
+                finally:
+                    await verify.stop()
             records = await _record_count(bench_settings)
             print(f"load average {_load():.2f} at the end (other processes share these CPUs)")
             return _report(results, records=records)

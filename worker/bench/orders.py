@@ -43,6 +43,7 @@ from worker.bench.harness import (
     baseline_worker_port,
     bench_broker,
     bench_settings,
+    collector_paused,
     print_comparison,
     print_targets,
     set_sandbox_latency,
@@ -51,7 +52,6 @@ from worker.bench.harness import (
     worker_argv,
     worker_command,
 )
-from worker.heap import freeze_startup_heap
 from worker.loop import run
 from worker.settings import Settings
 
@@ -341,20 +341,20 @@ async def _run_worker(
         await load.start()
         ids = range(burst)
         cpu = CpuMeter(worker=worker.pid)
-        freeze_startup_heap()  # this process's own GC pauses would count as result latency
-        started = time.perf_counter()
-        await load.burst(0, burst)
-        await load.wait(ids, within=max(120.0, burst * 0.05))
+        with collector_paused():  # this process's own GC pauses would count as result latency
+            started = time.perf_counter()
+            await load.burst(0, burst)
+            await load.wait(ids, within=max(120.0, burst * 0.05))
         phases["burst"] = load.phase(ids, started=started, cpu=cpu.read().get("worker"))
         if paced:
             rate = phases["burst"].rate / 2
             count = max(1, int(rate * paced))
             ids = range(burst, burst + count)
             cpu = CpuMeter(worker=worker.pid)
-            freeze_startup_heap()
-            started = time.perf_counter()
-            await load.paced(burst, count, rate)
-            await load.wait(ids, within=120.0)
+            with collector_paused():
+                started = time.perf_counter()
+                await load.paced(burst, count, rate)
+                await load.wait(ids, within=120.0)
             phases["paced"] = load.phase(ids, started=started, cpu=cpu.read().get("worker"))
     finally:
         await load.stop()

@@ -56,6 +56,7 @@ from worker.bench.harness import (
     baseline_worker_port,
     bench_broker,
     bench_settings,
+    collector_paused,
     percentile_ms,
     print_comparison,
     print_targets,
@@ -66,7 +67,6 @@ from worker.bench.harness import (
     worker_command,
 )
 from worker.bench.httpload import deliver, post_request
-from worker.heap import freeze_startup_heap
 from worker.loop import run
 from worker.settings import Settings
 
@@ -583,9 +583,9 @@ async def _run_worker(
         timed = await _histogram_totals(metrics_url)
         others = CpuMeter(ingress=ingress.pid, sandbox=sandbox.pid, **measured)
         cpu = CpuMeter(worker=worker.pid)
-        freeze_startup_heap()  # this process's own GC pauses would count as event latency
-        await load.post(trades, rate=rate, concurrency=args.concurrency)
-        await load.wait(trades, within=max(120.0, count * 0.05))
+        with collector_paused():  # this process's own GC pauses would count as event latency
+            await load.post(trades, rate=rate, concurrency=args.concurrency)
+            await load.wait(trades, within=max(120.0, count * 0.05))
         worker_cpu, others_cpu = cpu.read().get("worker"), others.read()
         result_inside = _mean_ms(timed, await _histogram_totals(metrics_url))
         await load.read_written(trades)
