@@ -76,10 +76,30 @@ async def test_retryable_codes_give_up_with_retryable_failure(make_rig):
         result = by_merchant[merchant]
         assert isinstance(result, OrderFailed)
         assert (result.reason, result.code, result.retryable) == ("retries_exhausted", code, True)
-        assert "gave up after 3 attempts" in result.msg
+        assert "gave up after 3 counted attempts" in result.msg
     assert await rig.pay_calls() == {"601": 3, "108": 3}
     assert metric(registry, "pooul_orders_retries_total", reason="retryable_code") == 4
     assert await rig.reader(rig.settings.pooul_topic_dead_letters).settle(0.2) == []
+
+
+async def test_attempts_during_an_outage_do_not_count(make_rig):
+    """Attempts that met an outage (HTTP 500 → RemoteUnavailable) do not use up
+    POOUL_MAX_ATTEMPTS: after the outage a retryable code still gets all three calls."""
+    rig = await make_rig(pooul_max_attempts=3, pooul_circuit_failure_threshold=1000)
+    await rig.faults(error_500_rate=1.0)
+    async with running_orders(rig.settings) as registry:
+        await rig.send(order_request())
+        async with asyncio.timeout(15):
+            while metric(registry, "pooul_orders_retries_total", reason="transport") < 4:  # noqa: ASYNC110 - polling a metric
+                await asyncio.sleep(0.02)
+        await rig.faults(code_601_rate=1.0)
+        [(_, result)] = await rig.results(1)
+    assert isinstance(result, OrderFailed)
+    assert (result.reason, result.code, result.retryable) == ("retries_exhausted", 601, True)
+    assert "gave up after 3 counted attempts" in result.msg
+    calls = await rig.pay_calls()
+    assert calls["601"] == 3
+    assert calls["http_500"] >= 4
 
 
 async def test_unverifiable_answers_then_repeat_recovers_the_same_order(make_rig):

@@ -247,7 +247,9 @@ class OrdersHandler:
             }[type(exc)]
             code = exc.code if isinstance(exc, PlatformError) else None
             msg = (exc.msg if isinstance(exc, PlatformError) else None) or str(exc)
-            if ctx.attempt < self._max_attempts:
+            # Outage attempts (RemoteUnavailable) do not count: only answers that failed do.
+            counted = ctx.counted_failures + 1
+            if counted < self._max_attempts:
                 self._metrics.retries.labels(reason=reason).inc()
                 log.warning("order attempt failed, will retry", extra={**extra, "reason": reason})
                 return Retry(f"{reason}: {exc}")
@@ -257,7 +259,7 @@ class OrdersHandler:
                     request,
                     reason="retries_exhausted",
                     code=code,
-                    msg=f"gave up after {ctx.attempt} attempts: {msg}",
+                    msg=f"gave up after {counted} counted attempts: {msg}",
                     retryable=True,
                     requested_at=requested_at,
                     now=self._clock(),

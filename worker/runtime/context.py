@@ -77,9 +77,12 @@ class Outputs:
 
 
 class KeyContext:
-    """One per (key, attempt). `attempt` is 1-based; `record` is None for a timer firing."""
+    """One per (key, attempt). `attempt` is 1-based and counts every attempt, outage ones
+    included; `counted_failures` is how many earlier attempts failed in a way that counts against
+    `POOUL_MAX_ATTEMPTS` (not `RemoteUnavailable`): a handler that gives up by itself compares
+    that, so an outage never uses up an item's attempts. `record` is None for a timer firing."""
 
-    __slots__ = ("_outputs", "_store", "attempt", "key", "partition", "record")
+    __slots__ = ("_outputs", "_store", "attempt", "counted_failures", "key", "partition", "record")
 
     def __init__(
         self,
@@ -90,16 +93,21 @@ class KeyContext:
         record: Record | None,
         store: PartitionState | None,
         outputs: Outputs,
+        counted_failures: int = 0,
     ) -> None:
         self.key = key
         self.partition = partition
         self.attempt = attempt
+        self.counted_failures = counted_failures
         self.record = record
         self._store = store
         self._outputs = outputs
 
     def __repr__(self) -> str:
-        return f"KeyContext(key={self.key!r}, partition={self.partition}, attempt={self.attempt})"
+        return (
+            f"KeyContext(key={self.key!r}, partition={self.partition}, attempt={self.attempt}, "
+            f"counted_failures={self.counted_failures})"
+        )
 
     def _entry(self) -> StateEntry | None:
         if self._store is None:

@@ -179,6 +179,7 @@ class Executor:
                 record=record,
                 store=run.state,
                 outputs=self._outputs,
+                counted_failures=counted,
             )
             async with self._breaker.attempt() as permit:
                 with run.handling():
