@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from schemas.orders import OrderRequest
 from schemas.pooul import OrderResponseData, QueryData
 from worker.orders.decisions import Conflict, check_repeat, new_order, recover_order
@@ -108,6 +110,24 @@ def test_recovery_with_other_amount_conflicts():
     assert isinstance(conflict, Conflict)
     assert conflict.trade_id == "P9"
     assert "700 fen" in conflict.msg
+
+
+@pytest.mark.parametrize("state", [3, 4, 5, 7])
+def test_recovery_of_an_order_that_ended_unpaid_conflicts(state):
+    """After 107 an order that was closed, reversed, revoked or failed is not answered `created`
+    (its pay_url cannot be paid): a conflict naming it and its state."""
+    conflict = recover_order(request(), query_data(trade_state=state), now=NOW, default_ttl=TTL)
+    assert isinstance(conflict, Conflict)
+    assert conflict.trade_id == "P9"
+    assert f"(trade_state {state})" in conflict.msg and "new mch_trade_id" in conflict.msg
+
+
+@pytest.mark.parametrize("state", [0, 1, 2, 6])
+def test_recovery_of_a_payable_or_paid_order_is_ours(state):
+    """Not paid yet, paying, paid or refund requested: the order is recovered with its ids."""
+    recovered = recover_order(request(), query_data(trade_state=state), now=NOW, default_ttl=TTL)
+    assert isinstance(recovered, StoredOrder)
+    assert recovered.trade_id == "P9"
 
 
 def test_recovery_with_unknown_amount_conflicts():

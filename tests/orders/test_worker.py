@@ -107,6 +107,27 @@ async def test_other_amount_for_created_order_conflicts(make_rig):
     assert metric(registry, "pooul_orders_conflicts_total", source="state") == 1
 
 
+async def test_existing_closed_order_conflicts_instead_of_created(make_rig):
+    """A 107 whose queried order was closed (it expired unpaid) answers a conflict naming it,
+    not `created` with a pay_url nobody can pay; no order-created signal."""
+    rig = await make_rig()
+    request = order_request()
+    async with PooulClient.from_settings(rig.settings) as client:
+        existing = await client.create_order(
+            UnifiedOrderRequest(**{**request, "notify_url": NOTIFY_URL})
+        )
+        await client.close_order(MERCHANT_ID, trade_id=existing.trade_id)
+    async with running_orders(rig.settings) as registry:
+        await rig.send(request)
+        [(_, result)] = await rig.results(1)
+    assert isinstance(result, OrderFailed)
+    assert (result.reason, result.code, result.retryable) == ("conflict", 107, False)
+    assert result.trade_id == existing.trade_id
+    assert "closed (trade_state 3)" in result.msg
+    assert metric(registry, "pooul_orders_conflicts_total", source="platform") == 1
+    assert await rig.reader(rig.settings.pooul_topic_trade_signals).settle(0.3) == []
+
+
 async def test_existing_platform_order_with_other_amount_conflicts(make_rig):
     """A 107 whose queried order has another amount answers a conflict, not that order's ids."""
     rig = await make_rig()

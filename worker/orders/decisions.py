@@ -11,9 +11,15 @@ from dataclasses import dataclass
 
 from schemas.orders import OrderRequest
 from schemas.pooul import OrderResponseData, QueryData
+from schemas.trade_state import TradeState
 from worker.orders.state import StoredOrder
 
 __all__ = ["Conflict", "check_repeat", "new_order", "recover_order"]
+
+# Orders that ended without a payment: a 107 naming one cannot be answered `created`.
+_ENDED_UNPAID = frozenset(
+    {TradeState.CLOSED, TradeState.FAILED, TradeState.REVOKED, TradeState.REVERSED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +65,14 @@ def check_repeat(stored: StoredOrder, request: OrderRequest) -> Conflict | None:
 def recover_order(
     request: OrderRequest, existing: QueryData, *, now: float, default_ttl: float
 ) -> StoredOrder | Conflict:
-    """After a 107: the queried order is ours when its merchant, mch_trade_id and amount match.
+    """After a 107: the queried order is ours when its merchant, mch_trade_id and amount match
+    and it can still be paid or already was (paid, refund requested).
 
-    Its `token_id` / `pay_url` / `appid` are taken from the query answer when it carries them
-    (the sandbox does; the platform's documented query does not promise them).
+    An order that ended unpaid — closed (expired), failed, revoked, reversed — is a conflict:
+    answering `created` would hand upstream a `pay_url` nobody can pay, and the platform keeps
+    the `mch_trade_id` taken. Its `token_id` / `pay_url` / `appid` are taken from the query
+    answer when it carries them (the sandbox does; the platform's documented query does not
+    promise them).
     """
     if existing.merchant_id != request.merchant_id:
         return Conflict(
@@ -86,6 +96,16 @@ def recover_order(
             msg=(
                 f"mch_trade_id {request.mch_trade_id} already names order {existing.trade_id} "
                 f"of {shown}; this request asks for {request.total_fee} fen"
+            ),
+            trade_id=existing.trade_id,
+        )
+    if existing.trade_state in _ENDED_UNPAID:
+        state = existing.trade_state
+        return Conflict(
+            msg=(
+                f"mch_trade_id {request.mch_trade_id} already names order {existing.trade_id}, "
+                f"which is {state.label} (trade_state {int(state)}) and can no longer be paid; "
+                "send the order with a new mch_trade_id"
             ),
             trade_id=existing.trade_id,
         )
