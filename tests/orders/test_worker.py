@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry
+
 from schemas.orders import OrderCreated, OrderFailed
 from schemas.pooul import UnifiedOrderRequest
 from schemas.signals import OrderCreatedSignal, parse_trade_signal
@@ -117,11 +119,7 @@ async def test_existing_closed_order_conflicts_instead_of_created(make_rig):
             UnifiedOrderRequest(**{**request, "notify_url": NOTIFY_URL})
         )
         await client.close_order(MERCHANT_ID, trade_id=existing.trade_id)
-    async with running_orders(rig.settings) as registry:
-        await rig.send(request)
-        [(_, result)] = await rig.results(1)
-    assert isinstance(result, OrderFailed)
-    assert (result.reason, result.code, result.retryable) == ("conflict", 107, False)
+    result, registry = await _platform_conflict(rig, request)
     assert result.trade_id == existing.trade_id
     assert "closed (trade_state 3)" in result.msg
     assert metric(registry, "pooul_orders_conflicts_total", source="platform") == 1
@@ -136,11 +134,7 @@ async def test_existing_platform_order_with_other_amount_conflicts(make_rig):
     async with PooulClient.from_settings(rig.settings) as client:
         other = {**request, "total_fee": 100, "notify_url": NOTIFY_URL}
         existing = await client.create_order(UnifiedOrderRequest(**other))
-    async with running_orders(rig.settings) as registry:
-        await rig.send(request)
-        [(_, result)] = await rig.results(1)
-    assert isinstance(result, OrderFailed)
-    assert (result.reason, result.code, result.retryable) == ("conflict", 107, False)
+    result, registry = await _platform_conflict(rig, request)
     assert result.trade_id == existing.trade_id
     assert "100 fen" in result.msg and "300 fen" in result.msg
     assert len(await rig.platform_orders(request["mch_trade_id"])) == 1
@@ -170,3 +164,13 @@ async def test_repeat_after_restart_is_answered_from_restored_state(make_rig):
     }
     assert await rig.pay_calls() == {"0": 1}
     assert metric(registry, "pooul_orders_results_total", outcome="created", path="repeat") == 2
+
+
+async def _platform_conflict(rig, request) -> tuple[OrderFailed, CollectorRegistry]:
+    """`request` through a fresh orders worker, whose one result must be a 107 conflict."""
+    async with running_orders(rig.settings) as registry:
+        await rig.send(request)
+        [(_, result)] = await rig.results(1)
+    assert isinstance(result, OrderFailed)
+    assert (result.reason, result.code, result.retryable) == ("conflict", 107, False)
+    return result, registry
