@@ -41,6 +41,7 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -133,9 +134,12 @@ class Phase(LoadPhase):
 
     others: dict[str, float] = field(default_factory=dict)
     inside: str = ""  # mean ms of the worker's own timings over the phase
-    # `latencies` end when the event is written; cut where the worker confirmed the trade (the
-    # event's `confirmed_at`): notify posted → confirmed (ingress, the Kafka hop in, the query),
-    # confirmed → written (the event's acks=all write). `read`: notify → read by this process.
+    # `latencies` end when the event is written; cut where the ingress wrote the notify (its
+    # signal record's timestamp) and where the worker confirmed the trade (the event's
+    # `confirmed_at`): notify posted → in Kafka (the ingress), → confirmed (the hop to the
+    # worker, the query), → written (the event's acks=all write). `read`: notify → read by
+    # this process.
+    to_ingress: list[float] = field(default_factory=list)
     to_confirmed: list[float] = field(default_factory=list)
     read: list[float] = field(default_factory=list)
 
@@ -143,12 +147,14 @@ class Phase(LoadPhase):
         def cell(latencies: list[float]) -> str:
             return f"{percentile_ms(latencies, 50):,.0f} / {percentile_ms(latencies, 99):,.0f}"
 
-        after = [
-            total - part for total, part in zip(self.latencies, self.to_confirmed, strict=True)
-        ]
+        def legs(ends: list[float], starts: list[float]) -> list[float]:
+            return [end - start for end, start in zip(ends, starts, strict=True)]
+
         return (
-            f"notify→confirmed {cell(self.to_confirmed)}, confirmed→written {cell(after)}; "
-            f"notify→event read by the bench {cell(self.read)}"
+            f"notify→ingress wrote it {cell(self.to_ingress)}, →confirmed "
+            f"{cell(legs(self.to_confirmed, self.to_ingress))}, →event written "
+            f"{cell(legs(self.latencies, self.to_confirmed))}; notify→event read by the bench "
+            f"{cell(self.read)}"
         )
 
 
@@ -249,6 +255,7 @@ class _Load:
         self.events: dict[str, tuple[float, str, str]] = {}  # trade_id → (read at, id, type)
         self.confirmed_at: dict[str, float] = {}  # trade_id → the event's confirmed_at (Unix s)
         self.written_at: dict[str, float] = {}  # trade_id → its confirmed state written (Unix s)
+        self.ingress_at: dict[str, float] = {}  # trade_id → its notify written by the ingress
         self.event_count = 0
         self._reader: asyncio.Task[None] | None = None
         self._serial = 0
@@ -401,39 +408,59 @@ class _Load:
                 raise RuntimeError(f"{missing} events missing after {within:.0f} s")
             await asyncio.sleep(0.01)
 
-    async def read_written(self, trades: list[_Trade]) -> None:
-        """When each trade's confirmed state was written: its first changelog record from the
-        event's `confirmed_at` on (the order-created state was written before the clock)."""
-        from aiokafka import TopicPartition
-
-        from worker.kafka import make_consumer
+    async def read_back(self, trades: list[_Trade]) -> None:
+        """After the phase, from the records' timestamps: when the ingress wrote each trade's
+        notify (its first notify signal), and when the worker wrote its confirmed state (its
+        first changelog record from the event's `confirmed_at` on; the order-created state was
+        written before the clock)."""
+        from schemas.signals import KIND_HEADER
 
         confirmed_ms = {
             t.trade_id.encode(): int(self.confirmed_at[t.trade_id] * 1000) for t in trades
         }
-        topic = self._settings.pooul_topic_trade_state
+        notify = (KIND_HEADER, b"notify")
+
+        def earliest(into: dict[str, float], key: bytes, timestamp_ms: int) -> None:
+            at = timestamp_ms / 1000
+            into[key.decode()] = min(into.get(key.decode(), at), at)
+
+        def on_state(record: Any) -> None:
+            since = confirmed_ms.get(record.key or b"")
+            if since is not None and record.timestamp >= since:
+                earliest(self.written_at, record.key, record.timestamp)
+
+        def on_signal(record: Any) -> None:
+            if record.key in confirmed_ms and notify in record.headers:
+                earliest(self.ingress_at, record.key, record.timestamp)
+
+        await self._read_whole(self._settings.pooul_topic_trade_state, on_state)
+        await self._read_whole(self._settings.pooul_topic_trade_signals, on_signal)
+        for name, seen in (("confirmed state", self.written_at), ("notify", self.ingress_at)):
+            missing = sum(1 for t in trades if t.trade_id not in seen)
+            if missing:
+                raise RuntimeError(f"no {name} written for {missing} trades")
+
+    async def _read_whole(self, topic: str, on_record: Callable[[Any], None]) -> None:
+        """Every record of `topic` up to its current end, oldest first per partition."""
+        from aiokafka import TopicPartition
+
+        from worker.kafka import make_consumer
+
         tps = [TopicPartition(topic, p) for p in range(_PARTITIONS)]
         consumer = make_consumer(self._settings, group_id=None)
         await consumer.start()
         try:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            ends = {tp: end for tp, end in ends.items() if end}
+            ends = {tp: end for tp, end in (await consumer.end_offsets(tps)).items() if end}
             while ends:
                 for tp, records in (await consumer.getmany(*ends, timeout_ms=200)).items():
                     for record in records:
-                        since = confirmed_ms.get(record.key or b"")
-                        if since is not None and record.timestamp >= since:
-                            key, written = record.key.decode(), record.timestamp / 1000
-                            self.written_at[key] = min(self.written_at.get(key, written), written)
+                        on_record(record)
                     if await consumer.position(tp) >= ends[tp]:
                         del ends[tp]
         finally:
             await consumer.stop()
-        missing = [t.trade_id for t in trades if t.trade_id not in self.written_at]
-        if missing:
-            raise RuntimeError(f"no confirmed state written for {len(missing)} trades")
 
     def phase(self, trades: list[_Trade], *, cpu: float | None) -> Phase:
         """The phase's numbers; its clock starts at the first notify sent (after connecting)."""
@@ -448,6 +475,9 @@ class _Load:
                 self.written_at[t.trade_id] - at for t, at in zip(trades, posted, strict=True)
             ],
             cpu=cpu,
+            to_ingress=[
+                self.ingress_at[t.trade_id] - at for t, at in zip(trades, posted, strict=True)
+            ],
             to_confirmed=[
                 self.confirmed_at[t.trade_id] - at for t, at in zip(trades, posted, strict=True)
             ],
@@ -588,7 +618,7 @@ async def _run_worker(
             await load.wait(trades, within=max(120.0, count * 0.05))
         worker_cpu, others_cpu = cpu.read().get("worker"), others.read()
         result_inside = _mean_ms(timed, await _histogram_totals(metrics_url))
-        await load.read_written(trades)
+        await load.read_back(trades)
         result = load.phase(trades, cpu=worker_cpu)
         result.others, result.inside = others_cpu, result_inside
         await asyncio.sleep(0.5)  # late repeats, if any, would show up in the count
