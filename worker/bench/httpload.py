@@ -4,7 +4,8 @@
                                 warmup=1, duration=5, server_pid=pid)
     result.rate, result.percentile_ms(99), result.cpu_per_request
 
-    sent_at = await deliver(host=h, port=p, requests=raw, rate=700.0)  # each one once
+    sent = await deliver(host=h, port=p, requests=raw, rate=700.0)  # each one once
+    sent.sent_at[i], sent.answered_at[i]
 
 `requests` yields complete raw HTTP requests. Connections are keep-alive asyncio protocols that
 send one request at a time and parse `Content-Length` answers: aiohttp's client costs more CPU
@@ -20,13 +21,20 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import NamedTuple, cast
 
 from worker.bench.harness import percentile_ms, process_cpu
 
-__all__ = ["PhaseResult", "closed_loop", "deliver", "paced", "post_request"]
+__all__ = ["Delivery", "PhaseResult", "closed_loop", "deliver", "paced", "post_request"]
 
 _TICK = 0.001  # event loop timers have millisecond resolution
+
+
+class Delivery(NamedTuple):
+    """Per request, by index: when it was sent (or scheduled) and when its answer arrived."""
+
+    sent_at: list[float]
+    answered_at: list[float]
 
 
 @dataclass
@@ -263,14 +271,16 @@ async def deliver(
     concurrency: int = 64,
     pool: int = 256,
     expect: tuple[int, bytes] = (200, b"success"),
-) -> list[float]:
-    """Send each request once and return when all are answered: when each was sent, by index.
+) -> Delivery:
+    """Send each request once and return when all are answered: when each was sent and when
+    its answer came, by index.
 
     With `rate`, request i leaves at start + i / rate (its "sent" time is that scheduled time,
     so a late send counts as latency); without, `concurrency` connections send back to back.
     Raises RuntimeError when an answer is not `expect`: the benchmarks count only real work.
     """
     sent_at = [0.0] * len(requests)
+    answered_at = [0.0] * len(requests)
     # Without `rate`: the requests not sent yet, taken by whichever connection is free.
     pending: deque[int] = deque(range(len(requests)) if rate is None else ())
     backlog: deque[tuple[int, float]] = deque()  # (index, scheduled time) with no idle connection
@@ -288,6 +298,7 @@ async def deliver(
     def on_answer(connection: _Connection, status: int, body: bytes) -> None:
         nonlocal answered
         answered += 1
+        answered_at[index[connection]] = time.perf_counter()
         if (status, body.strip().lower()) != expect and len(wrong) < 3:
             wrong.append(f"request {index[connection]}: {status} {body[:200]!r}")
         if backlog:
@@ -300,7 +311,7 @@ async def deliver(
             done.set_result(None)
 
     if not requests:
-        return sent_at
+        return Delivery(sent_at, answered_at)
     connections = await _connect(host, port, concurrency if rate is None else pool, on_answer)
     try:
         start = time.perf_counter()
@@ -325,4 +336,4 @@ async def deliver(
         )
     if wrong:
         raise RuntimeError(f"unexpected answers: {wrong}")
-    return sent_at
+    return Delivery(sent_at, answered_at)

@@ -140,6 +140,7 @@ class Phase(LoadPhase):
     # worker, the query), → written (the event's acks=all write). `read`: notify → read by
     # this process.
     to_ingress: list[float] = field(default_factory=list)
+    ingress_answered: list[float] = field(default_factory=list)  # notify → `success` (acks=all)
     to_confirmed: list[float] = field(default_factory=list)
     read: list[float] = field(default_factory=list)
 
@@ -151,7 +152,8 @@ class Phase(LoadPhase):
             return [end - start for end, start in zip(ends, starts, strict=True)]
 
         return (
-            f"notify→ingress wrote it {cell(self.to_ingress)}, →confirmed "
+            f"notify→ingress wrote it {cell(self.to_ingress)} (answered `success` "
+            f"{cell(self.ingress_answered)}), →confirmed "
             f"{cell(legs(self.to_confirmed, self.to_ingress))}, →event written "
             f"{cell(legs(self.latencies, self.to_confirmed))}; notify→event read by the bench "
             f"{cell(self.read)}"
@@ -256,6 +258,7 @@ class _Load:
         self.confirmed_at: dict[str, float] = {}  # trade_id → the event's confirmed_at (Unix s)
         self.written_at: dict[str, float] = {}  # trade_id → its confirmed state written (Unix s)
         self.ingress_at: dict[str, float] = {}  # trade_id → its notify written by the ingress
+        self.ingress_answered: dict[str, float] = {}  # trade_id → notify → `success` (s)
         self.event_count = 0
         self._reader: asyncio.Task[None] | None = None
         self._serial = 0
@@ -390,15 +393,16 @@ class _Load:
         processes under test and shows up in their latency.
         """
         url = URL(self._notify_url)
-        sent_at = await deliver(
+        sent = await deliver(
             host=url.host or "127.0.0.1",
             port=url.port or 80,
             requests=[post_request(url.path, trade.notify) for trade in trades],
             rate=rate,
             concurrency=concurrency,
         )
-        for trade, at in zip(trades, sent_at, strict=True):
+        for trade, at, answered in zip(trades, sent.sent_at, sent.answered_at, strict=True):
             self.posted_at[trade.trade_id] = at
+            self.ingress_answered[trade.trade_id] = answered - at
 
     async def wait(self, trades: list[_Trade], *, within: float) -> None:
         deadline = time.monotonic() + within
@@ -478,6 +482,7 @@ class _Load:
             to_ingress=[
                 self.ingress_at[t.trade_id] - at for t, at in zip(trades, posted, strict=True)
             ],
+            ingress_answered=[self.ingress_answered[t.trade_id] for t in trades],
             to_confirmed=[
                 self.confirmed_at[t.trade_id] - at for t, at in zip(trades, posted, strict=True)
             ],
