@@ -670,7 +670,7 @@ def _report(a: Phase, b: Phase, paced: Phase | None, *, latency_ms: float) -> in
     )
     if paced is not None:
         p99, bound = paced.percentile_ms(99), latency_ms + LATENCY_SLACK_MS
-        print(f"paced p99 notify→event:      {p99:,.0f} ms   target ≤ L + {LATENCY_SLACK_MS:g} = "
+        print(f"paced p99 notify→written:    {p99:,.1f} ms   target ≤ L + {LATENCY_SLACK_MS:g} = "
               f"{bound:g} ms  {'met' if p99 <= bound else 'MISSED'}")  # fmt: skip
     for label, phase in (("burst", b), ("paced", paced)):
         if phase is None or not phase.others or phase.cpu is None:
