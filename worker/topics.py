@@ -57,8 +57,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def create_topics(settings: Settings) -> dict[str, str]:
-    """Create missing topics; returns topic → `created` | `exists`. Raises on any other error."""
+async def create_topics(
+    settings: Settings, *, visible_within: float = _VISIBLE_WITHIN
+) -> dict[str, str]:
+    """Create missing topics; returns topic → `created` | `exists`. Raises on any other error,
+    or when a created topic is not in the cluster's metadata `visible_within` seconds later."""
     admin = make_admin(settings)
     await admin.start()
     try:
@@ -82,16 +85,18 @@ async def create_topics(settings: Settings) -> dict[str, str]:
             raise RuntimeError("could not create topics: " + "; ".join(failures))
     finally:
         await admin.close()
-    await _check_partitions(settings, specs)
+    await _check_partitions(settings, specs, visible_within)
     return outcome
 
 
-async def _check_partitions(settings: Settings, specs: list[TopicSpec]) -> None:
+async def _check_partitions(
+    settings: Settings, specs: list[TopicSpec], visible_within: float
+) -> None:
     """Every topic has its partition count. A topic just created can be missing from the
     metadata for a moment (brokers learn of it from the controller; seen on the embedded broker
-    right after a restart), so missing topics are awaited up to `_VISIBLE_WITHIN`; a wrong
+    right after a restart), so missing topics are awaited up to `visible_within`; a wrong
     count fails at once."""
-    deadline = time.monotonic() + _VISIBLE_WITHIN
+    deadline = time.monotonic() + visible_within
     while True:
         described = {info.name: info.partitions for info in await describe_topics(settings)}
         wrong = [
@@ -109,7 +114,7 @@ async def _check_partitions(settings: Settings, specs: list[TopicSpec]) -> None:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"topics not in the cluster's metadata {_VISIBLE_WITHIN:g} s after creation: "
+                f"topics not in the cluster's metadata {visible_within:g} s after creation: "
                 + ", ".join(missing)
             )
         await asyncio.sleep(0.2)
