@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 
@@ -20,12 +23,31 @@ def _logger(handler: logging.Handler) -> logging.Logger:
     return logger
 
 
-def test_routine_lines_wait_and_a_warning_writes_everything_in_order() -> None:
+@contextlib.contextmanager
+def _batching(
+    formatter: logging.Formatter | None = None, **options: Any
+) -> Iterator[tuple[io.StringIO, logging.Logger]]:
+    """A logger writing through a BatchingStreamHandler into a string; closed afterwards."""
     stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval=60)
-    handler.setFormatter(JsonFormatter())
-    log = _logger(handler)
+    handler = BatchingStreamHandler(stream, **options)
+    if formatter is not None:
+        handler.setFormatter(formatter)
     try:
+        yield stream, _logger(handler)
+    finally:
+        handler.close()
+
+
+def _eventually(condition: Callable[[], bool], failure: str) -> None:
+    """Wait (up to 5 s) for `condition`, which another thread makes true."""
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
+def test_routine_lines_wait_and_a_warning_writes_everything_in_order() -> None:
+    with _batching(JsonFormatter(), interval=60) as (stream, log):
         log.info("first", extra={"trade_id": "T1"})
         log.info("second")
         assert stream.getvalue() == ""  # no write per routine line
@@ -33,36 +55,21 @@ def test_routine_lines_wait_and_a_warning_writes_everything_in_order() -> None:
         lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
         assert [line["msg"] for line in lines] == ["first", "second", "third"]
         assert lines[0]["trade_id"] == "T1"
-    finally:
-        handler.close()
 
 
 def test_the_flusher_writes_routine_lines_within_its_interval() -> None:
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval=0.05)
-    log = _logger(handler)
-    try:
+    with _batching(interval=0.05) as (stream, log):
         log.info("routine")
-        deadline = time.monotonic() + 5
-        while "routine" not in stream.getvalue():
-            assert time.monotonic() < deadline, "the flusher never wrote the line"
-            time.sleep(0.01)
-    finally:
-        handler.close()
+        _eventually(lambda: "routine" in stream.getvalue(), "the flusher never wrote the line")
 
 
 def test_a_full_buffer_is_written_without_waiting() -> None:
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval=60, max_pending=100)
-    log = _logger(handler)
-    try:
+    with _batching(interval=60, max_pending=100) as (stream, log):
         for n in range(20):
             log.info(f"line {n:02d}")
         written = stream.getvalue().splitlines()
         assert written, "100 pending characters should have forced a write"
         assert written == [f"line {n:02d}" for n in range(len(written))]
-    finally:
-        handler.close()
 
 
 def test_close_writes_the_rest_and_stops_the_flusher() -> None:
@@ -73,10 +80,7 @@ def test_close_writes_the_rest_and_stops_the_flusher() -> None:
     flushers = _flushers()
     handler.close()
     assert stream.getvalue() == "last words\n"
-    deadline = time.monotonic() + 5
-    while _flushers() >= flushers:
-        assert time.monotonic() < deadline, "the flusher thread outlived its handler"
-        time.sleep(0.01)
+    _eventually(lambda: _flushers() < flushers, "the flusher thread outlived its handler")
 
 
 def test_configure_logging_again_retires_the_previous_handler() -> None:
