@@ -156,10 +156,10 @@ async def _bench(args: argparse.Namespace, base: Settings) -> int:
         print(
             f"{'ratio (b)/(a)':<40}{'':>10}{'':>10}{ratio:>11,.1f}x   target ≥ {RATIO_TARGET:g}x: {verdict}"
         )
-        ok = ratio >= RATIO_TARGET
-        if args.restore_keys > 0:
-            ok = await _restore_bench(settings, args.restore_keys) and ok
-    return 0 if ok else 1
+        # Like every bench: a missed target is printed; only a wrong result fails the command.
+        if args.restore_keys > 0 and not await _restore_bench(settings, args.restore_keys):
+            return 1
+    return 0
 
 
 async def _produce_workload(settings: Settings, topic: str, count: int, keys: int) -> int:
@@ -252,7 +252,8 @@ class _NoRecords:
 
 
 async def _restore_bench(settings: Settings, keys: int) -> bool:
-    """Write `keys` changelog entries, then time their restore through a processor's assignment."""
+    """Write `keys` changelog entries, time their restore through a processor's assignment;
+    False if any key did not come back."""
     state_topic = settings.pooul_topic_trade_state
     producer = make_producer(settings, linger_ms=50, max_batch_size=1 << 20)
     await producer.start()
@@ -300,7 +301,7 @@ async def _restore_bench(settings: Settings, keys: int) -> bool:
             "pooul_runtime_restore_duration_seconds_sum", {"worker": "bench-restore"}
         )
     assert seconds is not None
-    verdict = "ok" if seconds <= RESTORE_TARGET_SECONDS and restored == keys else "BELOW TARGET"
+    verdict = "ok" if seconds <= RESTORE_TARGET_SECONDS else "BELOW TARGET"
     print()
     print(
         f"state restore — {keys:,} keys written over {_PARTITIONS} partitions "
@@ -309,4 +310,7 @@ async def _restore_bench(settings: Settings, keys: int) -> bool:
     print(f"{'keys restored':<20}{'seconds':>10}{'keys/s':>14}{'CPU s incl. join':>18}")
     print(f"{restored:<20,}{seconds:>10.2f}{restored / seconds:>14,.0f}{cpu:>18.2f}")
     print(f"target ≤ {RESTORE_TARGET_SECONDS:g} s for 1,000,000 keys: {verdict}")
-    return verdict == "ok"
+    if restored != keys:
+        print(f"ERROR: {restored:,} keys restored of {keys:,} written")
+        return False
+    return True

@@ -8,13 +8,14 @@ Processes, all on this machine:
 - the worker under test, a subprocess, so its CPU time is read from /proc and nothing else
   counts: (a) baseline — the same trades handler, one record at a time per partition (a
   classic consumer loop: at most partitions / L events/s); (b) `pooul-worker trades` itself;
-- this process: creates and pays the orders, posts the signed notifies, reads the events.
+- this process: creates and pays the orders, posts the signed notifies, and reads the
+  events after each phase.
 
 Before the clock, per worker (fresh topics, 8 partitions): the orders are created and paid in
 the sandbox (without its own notifies) and their order-created signals consumed by the worker.
 Then:
 1. burst — every notify posted at once (`--concurrency` connections); events/s = N / (first
-   notify posted → last event read); notify→event latency per trade (queueing included); CPU
+   notify posted → last event written); notify→event latency per trade (queueing included); CPU
    seconds of the worker over the same window / N. (a) gets `--baseline-trades`.
 2. paced — (b) only: notifies at half of (b)'s burst rate (or `--paced-rate`) for
    `--paced-seconds`; latency from each notify's scheduled time: the notify→event latency of a
@@ -24,10 +25,10 @@ query / handler / ingress→event times, which show where the latency goes.
 
 notify→event ends when the event is written: at the trade's confirmed-state record on the
 changelog (its timestamp), which the worker writes only after the event's acks=all write
-returned — an upper bound on the moment the event is in Kafka, read back after the phase so
-that reading it costs nothing during it. When this process itself reads the event is printed
-too: that adds its own fetch wait (`_READER_FETCH_WAIT_MS`), which the embedded broker holds in
-full, and is the reader's latency, not the worker's.
+returned — an upper bound on the moment the event is in Kafka. Nothing reads the topics during
+a phase (it watches the events topic's end offsets): the records are read back after it, so
+this process's fetches cost the shared broker nothing while the worker is timed (the embedded
+broker's fetches cost it CPU in proportion to the topic's length).
 
 Every trade must get exactly one `succeeded` event (by id); the run fails otherwise.
 Targets: (b)/(a) events/s ≥ 20×; (b) ≤ 1 ms CPU per confirmed event; paced p99 ≤ L + 50 ms.
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import time
 import uuid
@@ -80,10 +80,6 @@ _PARTITIONS = 8
 _MERCHANT_ID = "888100000007777"
 _MERCHANT_KEY = "bench-trades-md5-key-0123456789"
 _SETUP_CONCURRENCY = 200
-# This process's own fetch wait when it reads the events. It only delays when the bench sees an
-# event (the target is measured at the write), so it is long enough to cost the shared broker
-# few fetches: the embedded broker's fetches cost it CPU in proportion to the topic's length.
-_READER_FETCH_WAIT_MS = 50
 
 
 def register(subparsers: Any) -> None:
@@ -137,12 +133,10 @@ class Phase(LoadPhase):
     # `latencies` end when the event is written; cut where the ingress wrote the notify (its
     # signal record's timestamp) and where the worker confirmed the trade (the event's
     # `confirmed_at`): notify posted → in Kafka (the ingress), → confirmed (the hop to the
-    # worker, the query), → written (the event's acks=all write). `read`: notify → read by
-    # this process.
+    # worker, the query), → written (the event's acks=all write).
     to_ingress: list[float] = field(default_factory=list)
     ingress_answered: list[float] = field(default_factory=list)  # notify → `success` (acks=all)
     to_confirmed: list[float] = field(default_factory=list)
-    read: list[float] = field(default_factory=list)
 
     def split_ms(self) -> str:
         def cell(latencies: list[float]) -> str:
@@ -155,8 +149,7 @@ class Phase(LoadPhase):
             f"notify→ingress wrote it {cell(self.to_ingress)} (answered `success` "
             f"{cell(self.ingress_answered)}), →confirmed "
             f"{cell(legs(self.to_confirmed, self.to_ingress))}, →event written "
-            f"{cell(legs(self.latencies, self.to_confirmed))}; notify→event read by the bench "
-            f"{cell(self.read)}"
+            f"{cell(legs(self.latencies, self.to_confirmed))}"
         )
 
 
@@ -236,12 +229,12 @@ class _Trade:
 
 
 class _Load:
-    """Prepares paid trades, posts their notifies to the ingress, reads their events."""
+    """Prepares paid trades, posts their notifies to the ingress, reads back what was written."""
 
     def __init__(self, settings: Settings, *, sandbox_url: str, ingress_url: str) -> None:
         import aiohttp
 
-        from worker.kafka import make_consumer, make_producer
+        from worker.kafka import make_producer
         from worker.pooul import PooulClient
 
         self._settings = settings
@@ -249,45 +242,19 @@ class _Load:
         self._notify_url = f"{ingress_url}/pooul/notify"
         self._client = PooulClient.from_settings(settings)
         self._producer = make_producer(settings, linger_ms=5)
-        self._consumer = make_consumer(
-            settings, group_id=None, fetch_max_wait_ms=_READER_FETCH_WAIT_MS
-        )
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=_SETUP_CONCURRENCY))
         self.posted_at: dict[str, float] = {}
-        self.events: dict[str, tuple[float, str, str]] = {}  # trade_id → (read at, id, type)
+        self.events: dict[str, tuple[str, str]] = {}  # trade_id → (event id, type)
         self.confirmed_at: dict[str, float] = {}  # trade_id → the event's confirmed_at (Unix s)
         self.written_at: dict[str, float] = {}  # trade_id → its confirmed state written (Unix s)
         self.ingress_at: dict[str, float] = {}  # trade_id → its notify written by the ingress
         self.ingress_answered: dict[str, float] = {}  # trade_id → notify → `success` (s)
         self.event_count = 0
-        self._reader: asyncio.Task[None] | None = None
         self._serial = 0
 
     async def start(self) -> None:
-        from aiokafka import TopicPartition
-
         await self._client.start()
         await self._producer.start()
-        await self._consumer.start()
-        topic = self._settings.pooul_topic_payment_events
-        tps = [TopicPartition(topic, p) for p in range(_PARTITIONS)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=20, max_records=5000)
-            now = time.perf_counter()
-            for messages in batch.values():
-                for message in messages:
-                    event = orjson.loads(message.value)
-                    self.event_count += 1
-                    trade_id = event["data"]["trade_id"]
-                    if trade_id not in self.events:
-                        self.events[trade_id] = (now, event["id"], event["type"])
-                        confirmed = datetime.fromisoformat(event["data"]["confirmed_at"])
-                        self.confirmed_at[trade_id] = confirmed.timestamp()
 
     async def prepare(self, count: int, *, worker_metrics_url: str) -> list[_Trade]:
         """`count` orders created and paid on the sandbox, their order-created signals sent and
@@ -367,20 +334,31 @@ class _Load:
                 )
             )
         await asyncio.gather(*futures)
-        await self._wait_consumed(worker_metrics_url, expected=start + count)
+        await self._wait_metric(
+            worker_metrics_url,
+            b'pooul_trades_signals_total{kind="order_created"}',
+            expected=start + count,
+            within=120.0,
+            what="order-created signals consumed",
+        )
         return trades
 
-    async def _wait_consumed(self, metrics_url: str, *, expected: int) -> None:
-        deadline = time.monotonic() + 120.0
-        line = b'pooul_trades_signals_total{kind="order_created"}'
+    async def _wait_metric(
+        self, metrics_url: str, line: bytes, *, expected: int, within: float, what: str
+    ) -> None:
+        """Until the worker's counter `line` reaches `expected` (polled every 100 ms)."""
+        deadline = time.monotonic() + within
+        seen = 0.0
         while True:
             async with self._http.get(metrics_url) as response:
                 text = await response.read()
             for row in text.splitlines():
-                if row.startswith(line) and float(row.split()[-1]) >= expected:
-                    return
+                if row.startswith(line):
+                    seen = float(row.split()[-1])
+            if seen >= expected:
+                return
             if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not consume the order-created signals")
+                raise RuntimeError(f"{what}: {seen:.0f} of {expected} after {within:.0f} s")
             await asyncio.sleep(0.1)
 
     async def post(
@@ -404,20 +382,37 @@ class _Load:
             self.posted_at[trade.trade_id] = at
             self.ingress_answered[trade.trade_id] = answered - at
 
-    async def wait(self, trades: list[_Trade], *, within: float) -> None:
-        deadline = time.monotonic() + within
-        while any(t.trade_id not in self.events for t in trades):
-            if time.monotonic() > deadline:
-                missing = sum(1 for t in trades if t.trade_id not in self.events)
-                raise RuntimeError(f"{missing} events missing after {within:.0f} s")
-            await asyncio.sleep(0.01)
+    async def wait(self, trades: list[_Trade], *, worker_metrics_url: str, within: float) -> None:
+        """Until the worker counts an event per trade: its metrics, not the events topic, so
+        this process costs the shared broker no fetch while the worker is timed."""
+        await self._wait_metric(
+            worker_metrics_url,
+            b'pooul_trades_events_total{type="com.pooul.payment.succeeded"}',
+            expected=len(trades),
+            within=within,
+            what="events published",
+        )
 
     async def read_back(self, trades: list[_Trade]) -> None:
-        """After the phase, from the records' timestamps: when the ingress wrote each trade's
-        notify (its first notify signal), and when the worker wrote its confirmed state (its
-        first changelog record from the event's `confirmed_at` on; the order-created state was
-        written before the clock)."""
+        """After the phase: the events, and from the records' timestamps when the ingress wrote
+        each trade's notify (its first notify signal) and when the worker wrote its confirmed
+        state (its first changelog record from the event's `confirmed_at` on; the order-created
+        state was written before the clock)."""
         from schemas.signals import KIND_HEADER
+
+        def on_event(record: Any) -> None:
+            event = orjson.loads(record.value)
+            self.event_count += 1
+            trade_id = event["data"]["trade_id"]
+            if trade_id not in self.events:
+                self.events[trade_id] = (event["id"], event["type"])
+                confirmed = datetime.fromisoformat(event["data"]["confirmed_at"])
+                self.confirmed_at[trade_id] = confirmed.timestamp()
+
+        await self._read_whole(self._settings.pooul_topic_payment_events, on_event)
+        missing = sum(1 for t in trades if t.trade_id not in self.events)
+        if missing:
+            raise RuntimeError(f"no event for {missing} trades")
 
         confirmed_ms = {
             t.trade_id.encode(): int(self.confirmed_at[t.trade_id] * 1000) for t in trades
@@ -468,13 +463,11 @@ class _Load:
 
     def phase(self, trades: list[_Trade], *, cpu: float | None) -> Phase:
         """The phase's numbers; its clock starts at the first notify sent (after connecting)."""
-        started = min(self.posted_at[t.trade_id] for t in trades)
-        ended = max(self.events[t.trade_id][0] for t in trades)
         wall = time.time() - time.perf_counter()  # confirmed_at and written_at are wall-clock
         posted = [self.posted_at[t.trade_id] + wall for t in trades]
         return Phase(
             count=len(trades),
-            seconds=ended - started,
+            seconds=max(self.written_at[t.trade_id] for t in trades) - min(posted),
             latencies=[
                 self.written_at[t.trade_id] - at for t, at in zip(trades, posted, strict=True)
             ],
@@ -486,7 +479,6 @@ class _Load:
             to_confirmed=[
                 self.confirmed_at[t.trade_id] - at for t, at in zip(trades, posted, strict=True)
             ],
-            read=[self.events[t.trade_id][0] - self.posted_at[t.trade_id] for t in trades],
         )
 
     def check(self, trades: list[_Trade]) -> list[str]:
@@ -496,7 +488,7 @@ class _Load:
 
         problems = []
         for trade in trades:
-            _, got_id, got_type = self.events[trade.trade_id]
+            got_id, got_type = self.events[trade.trade_id]
             if got_type != "com.pooul.payment.succeeded":
                 problems.append(f"{trade.trade_id}: {got_type}")
             if got_id != event_id(_MERCHANT_ID, trade.trade_id, TradeState.PAID):
@@ -504,12 +496,7 @@ class _Load:
         return problems
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
         await self._producer.stop()
-        await self._consumer.stop()
         await self._client.stop()
         await self._http.close()
 
@@ -620,13 +607,13 @@ async def _run_worker(
         cpu = CpuMeter(worker=worker.pid)
         with collector_paused():  # this process's own GC pauses would count as event latency
             await load.post(trades, rate=rate, concurrency=args.concurrency)
-            await load.wait(trades, within=max(120.0, count * 0.05))
+            await load.wait(trades, worker_metrics_url=metrics_url, within=max(120.0, count * 0.05))
         worker_cpu, others_cpu = cpu.read().get("worker"), others.read()
         result_inside = _mean_ms(timed, await _histogram_totals(metrics_url))
+        await asyncio.sleep(0.5)  # late repeats, if any, would show up in the count
         await load.read_back(trades)
         result = load.phase(trades, cpu=worker_cpu)
         result.others, result.inside = others_cpu, result_inside
-        await asyncio.sleep(0.5)  # late repeats, if any, would show up in the count
         problems = load.check(trades)
         if problems or load.event_count != len(trades):
             raise RuntimeError(
