@@ -266,6 +266,9 @@ class Settings(BaseSettings):
     # Base URL put in `pay_url` (the cashier page) when browsers reach the sandbox at another
     # address than its callers do (docker compose); unset: the address the pay call came in on.
     pooul_sandbox_public_url: str | None = None
+    # Orders the sandbox keeps in memory; past it the oldest are forgotten (a query for one then
+    # answers "order not found"), so a long-running or load-tested sandbox stays bounded.
+    pooul_sandbox_max_orders: int = Field(default=100_000, ge=1)
 
     _merchant_keys: MerchantKeys = MerchantKeys()
 

@@ -347,3 +347,26 @@ async def test_server_answers_on_its_own_port_and_stops_twice(make_sandbox):
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(url + "/sandbox/health")
+
+
+async def test_past_max_orders_the_oldest_order_is_forgotten(make_sandbox, http):
+    """A sandbox stays bounded: with room for two orders, a third makes the first unknown
+    (code 301 by trade_id and by mch_trade_id), and the stats say so."""
+    sandbox = await make_sandbox(settings=sandbox_settings(pooul_sandbox_max_orders=2))
+    first, second, third = [await _create(http, sandbox) for _ in range(3)]
+    for ids in ({"trade_id": first["trade_id"]}, {"mch_trade_id": first["mch_trade_id"]}):
+        gone = await call(
+            http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, **ids}, MERCHANT_KEY
+        )
+        assert gone["code"] == 301, gone
+    for kept in (second, third):
+        response = await call(
+            http,
+            sandbox.url,
+            QUERY,
+            {"merchant_id": MERCHANT_ID, "trade_id": kept["trade_id"]},
+            MERCHANT_KEY,
+        )
+        assert response["code"] == 0 and response["data"]["trade_id"] == kept["trade_id"]
+    _, stats = await control(http, sandbox.url, "GET", "/sandbox/stats")
+    assert (stats["orders"], stats["orders_evicted"], stats["max_orders"]) == (2, 1, 2)

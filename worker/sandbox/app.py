@@ -66,6 +66,7 @@ class SandboxServer:
             seed=seed,
             notify_timeout=notify_timeout,
             public_url=public_url,
+            max_orders=settings.pooul_sandbox_max_orders,
         )
         self._runner: web.AppRunner | None = None
         self._started = False

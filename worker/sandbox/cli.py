@@ -43,6 +43,12 @@ def register(subparsers: Any) -> None:
         help="seconds the merchant has to answer a notify (default 5, the platform's rule; "
         "raise it while stepping through your notify handler in a debugger)",
     )
+    parser.add_argument(
+        "--max-orders",
+        type=int,
+        help="orders kept in memory; past it the oldest are forgotten "
+        "(default POOUL_SANDBOX_MAX_ORDERS, 100000)",
+    )
     parser.set_defaults(run=_run)
 
 
@@ -50,12 +56,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host if args.host is not None else settings.pooul_sandbox_host
     port = args.port if args.port is not None else settings.pooul_sandbox_port
     scale = args.time_scale if args.time_scale is not None else settings.pooul_sandbox_time_scale
-    if scale <= 0 or args.notify_timeout <= 0:
+    if (
+        scale <= 0
+        or args.notify_timeout <= 0
+        or (args.max_orders is not None and args.max_orders < 1)
+    ):
         print(
-            "pooul-worker sandbox: --time-scale and --notify-timeout must be positive",
+            "pooul-worker sandbox: --time-scale, --notify-timeout and --max-orders must be positive",
             file=sys.stderr,
         )
         return 2
+    if args.max_orders is not None:
+        settings = settings.model_copy(update={"pooul_sandbox_max_orders": args.max_orders})
     public_url = settings.pooul_sandbox_public_url
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         print(
@@ -115,6 +127,7 @@ async def _serve(
                 "url": server.url,
                 "merchants": settings.merchant_keys.merchants(),
                 "time_scale": time_scale,
+                "max_orders": settings.pooul_sandbox_max_orders,
             },
         )
         await stop.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections import Counter, defaultdict
@@ -26,6 +27,8 @@ from worker.sandbox.store import Notification, Order, OrderStore, yuan
 from worker.settings import MerchantKeys
 
 __all__ = ["PAYABLE_STATES", "SANDBOX_KEY", "NewOrder", "Sandbox", "TransitionError", "state_name"]
+
+log = logging.getLogger(__name__)
 
 PAID = TradeState.PAID.value
 CLOSED = TradeState.CLOSED.value
@@ -79,6 +82,7 @@ class Sandbox:
         seed: makes fault draws and the random parts of ids reproducible.
         notify_timeout: seconds a merchant has to answer a notify (platform: 5).
         public_url: base URL of `pay_url`; None uses the address the pay call came in on.
+        max_orders: orders kept in memory (None: no limit); past it the oldest are forgotten.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Sandbox:
         seed: int | None = None,
         notify_timeout: float = 5.0,
         public_url: str | None = None,
+        max_orders: int | None = None,
     ) -> None:
         self.merchant_keys = merchant_keys
         if public_url is not None and not public_url.startswith(("http://", "https://")):
@@ -97,7 +102,7 @@ class Sandbox:
         # Two streams: how many ids were made must not shift which calls a fault hits.
         self.faults = Faults(rng=random.Random(seed))
         self.ids = IdFactory(rng=random.Random(None if seed is None else f"ids-{seed}"))
-        self.store = OrderStore()
+        self.store = OrderStore(max_orders=max_orders)
         self.notifier = Notifier(
             merchant_keys=merchant_keys,
             faults=self.faults,
@@ -133,6 +138,8 @@ class Sandbox:
             "notify": dict(self.notifier.outcomes),
             "notify_pending": self.notifier.pending,
             "orders": len(self.store),
+            "orders_evicted": self.store.evicted,
+            "max_orders": self.store.max_orders,
         }
 
     # --- signing -------------------------------------------------------------------------
@@ -177,7 +184,13 @@ class Sandbox:
             time_start=request.time_start,
             time_expire=request.time_expire,
         )
+        evicted = self.store.evicted
         self.store.add(order)
+        if evicted == 0 and self.store.evicted:
+            log.warning(
+                "sandbox order limit reached: the oldest orders are forgotten from now on",
+                extra={"max_orders": self.store.max_orders},
+            )
         config = self.faults.for_merchant(order.merchant_id)
         if self.faults.hit(config.forge_notify_rate):
             self.forge(order, trade_state=PAID)

@@ -160,9 +160,18 @@ class Order:
 
 
 class OrderStore:
-    """Orders by `trade_id`, with the `(merchant_id, mch_trade_id)` uniqueness the platform enforces."""
+    """Orders by `trade_id`, with the `(merchant_id, mch_trade_id)` uniqueness the platform enforces.
 
-    def __init__(self) -> None:
+    At most `max_orders` are kept: a sandbox left running (or load-tested) must not grow until
+    it runs out of memory, so past the limit the oldest orders are forgotten, as if they had
+    never been made. `evicted` counts them.
+    """
+
+    def __init__(self, *, max_orders: int | None = None) -> None:
+        if max_orders is not None and max_orders < 1:
+            raise ValueError(f"max_orders must be at least 1, got {max_orders}")
+        self.max_orders = max_orders
+        self.evicted = 0
         self._orders: dict[str, Order] = {}
         self._by_mch: dict[tuple[str, str], str] = {}
 
@@ -178,6 +187,13 @@ class OrderStore:
             raise KeyError(f"mch_trade_id {order.mch_trade_id!r} already used")
         self._orders[order.trade_id] = order
         self._by_mch[key] = order.trade_id
+        if self.max_orders is not None and len(self._orders) > self.max_orders:
+            self._forget(next(iter(self._orders.values())))  # dicts keep insertion order
+
+    def _forget(self, order: Order) -> None:
+        del self._orders[order.trade_id]
+        del self._by_mch[(order.merchant_id, order.mch_trade_id)]
+        self.evicted += 1
 
     def get(self, trade_id: str) -> Order | None:
         return self._orders.get(trade_id)
