@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,11 +39,44 @@ class BrokerUnavailableError(RuntimeError):
     """The embedded broker binary is missing or did not start."""
 
 
+# Linux's ephemeral ports; outgoing connections take their local port from this range.
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICKED = 10_000
+
+
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1, below the kernel's ephemeral range when there is room.
+
+    The port is bound later, often by a child process. One from the ephemeral range (what
+    binding port 0 gives) can meanwhile become the local end of any outgoing connection: in
+    `pooul-worker dev` the stack's own Kafka clients took a worker's health port that way.
+    """
+    low = _ephemeral_low()
+    if low - _LOWEST_PICKED >= 1000:
+        for _ in range(100):
+            port = random.randrange(_LOWEST_PICKED, low)
+            if _bindable(port):
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        picked: int = sock.getsockname()[1]
+        return picked
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152  # IANA's dynamic range (macOS, BSDs)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> None:
