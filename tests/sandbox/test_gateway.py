@@ -38,6 +38,11 @@ async def _create(
     return await create_order(http, sandbox.url, MERCHANT_ID, MERCHANT_KEY, prefix="T", **overrides)
 
 
+async def _query(http: aiohttp.ClientSession, sandbox: SandboxServer, **ids: str) -> dict[str, Any]:
+    """The merchant's signed query by `trade_id` and/or `mch_trade_id`."""
+    return await call(http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, **ids}, MERCHANT_KEY)
+
+
 def test_independent_signer_matches_published_vector():
     """The test-side signer reproduces the protocol page's published test vector."""
     fields = {
@@ -194,9 +199,7 @@ async def test_query_by_either_id_returns_the_signed_order(sandbox, http):
         {"trade_id": created["trade_id"]},
         {"mch_trade_id": created["mch_trade_id"]},
     ):
-        response = await call(
-            http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, **ids}, MERCHANT_KEY
-        )
+        response = await _query(http, sandbox, **ids)
         assert response["code"] == 0, response
         assert data_verifies(response, MERCHANT_KEY)
         data = response["data"]
@@ -214,25 +217,11 @@ async def test_query_trade_id_wins_over_mch_trade_id(sandbox, http):
     """When both ids are given the trade_id decides, even if the mch_trade_id names another order."""
     first = await _create(http, sandbox)
     second = await _create(http, sandbox)
-    response = await call(
-        http,
-        sandbox.url,
-        QUERY,
-        {
-            "merchant_id": MERCHANT_ID,
-            "trade_id": first["trade_id"],
-            "mch_trade_id": second["mch_trade_id"],
-        },
-        MERCHANT_KEY,
+    response = await _query(
+        http, sandbox, trade_id=first["trade_id"], mch_trade_id=second["mch_trade_id"]
     )
     assert response["data"]["trade_id"] == first["trade_id"]
-    unknown = await call(
-        http,
-        sandbox.url,
-        QUERY,
-        {"merchant_id": MERCHANT_ID, "trade_id": "1" * 24, "mch_trade_id": second["mch_trade_id"]},
-        MERCHANT_KEY,
-    )
+    unknown = await _query(http, sandbox, trade_id="1" * 24, mch_trade_id=second["mch_trade_id"])
     assert unknown["code"] == 301
 
 
@@ -259,13 +248,7 @@ async def test_query_of_paid_order_carries_payment_fields(sandbox, http):
         http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay"
     )
     assert status == 200
-    response = await call(
-        http,
-        sandbox.url,
-        QUERY,
-        {"merchant_id": MERCHANT_ID, "trade_id": created["trade_id"]},
-        MERCHANT_KEY,
-    )
+    response = await _query(http, sandbox, trade_id=created["trade_id"])
     assert data_verifies(response, MERCHANT_KEY)
     data = response["data"]
     assert data["trade_state"] == 0
@@ -327,9 +310,7 @@ async def test_rotated_keys_verify_with_any_and_sign_with_newest(make_sandbox, h
 async def test_stats_count_calls_by_endpoint_and_code(sandbox, http):
     """`/sandbox/stats` counts gateway calls by endpoint and answered code."""
     await _create(http, sandbox)
-    await call(
-        http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, "trade_id": "1"}, MERCHANT_KEY
-    )
+    await _query(http, sandbox, trade_id="1")
     await post_json(http, sandbox.url + PAY, b"nope")
     status, stats = await control(http, sandbox.url, "GET", "/sandbox/stats")
     assert status == 200
@@ -355,18 +336,10 @@ async def test_past_max_orders_the_oldest_order_is_forgotten(make_sandbox, http)
     sandbox = await make_sandbox(settings=sandbox_settings(pooul_sandbox_max_orders=2))
     first, second, third = [await _create(http, sandbox) for _ in range(3)]
     for ids in ({"trade_id": first["trade_id"]}, {"mch_trade_id": first["mch_trade_id"]}):
-        gone = await call(
-            http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, **ids}, MERCHANT_KEY
-        )
+        gone = await _query(http, sandbox, **ids)
         assert gone["code"] == 301, gone
     for kept in (second, third):
-        response = await call(
-            http,
-            sandbox.url,
-            QUERY,
-            {"merchant_id": MERCHANT_ID, "trade_id": kept["trade_id"]},
-            MERCHANT_KEY,
-        )
+        response = await _query(http, sandbox, trade_id=kept["trade_id"])
         assert response["code"] == 0 and response["data"]["trade_id"] == kept["trade_id"]
     _, stats = await control(http, sandbox.url, "GET", "/sandbox/stats")
     assert (stats["orders"], stats["orders_evicted"], stats["max_orders"]) == (2, 1, 2)
