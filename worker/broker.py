@@ -42,6 +42,8 @@ class BrokerUnavailableError(RuntimeError):
 # Linux's ephemeral ports; outgoing connections take their local port from this range.
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST_PICKED = 10_000
+# Its own generator: a test seeding `random` must not make two processes pick the same ports.
+_PICK = random.SystemRandom()
 
 
 def free_port() -> int:
@@ -54,7 +56,7 @@ def free_port() -> int:
     low = _ephemeral_low()
     if low - _LOWEST_PICKED >= 1000:
         for _ in range(100):
-            port = random.randrange(_LOWEST_PICKED, low)
+            port = _PICK.randrange(_LOWEST_PICKED, low)
             if _bindable(port):
                 return port
     with socket.socket() as sock:

@@ -26,8 +26,8 @@ query / handler / ingress→event times, which show where the latency goes.
 notify→event ends when the event is written: at the trade's confirmed-state record on the
 changelog (its timestamp), which the worker writes only after the event's acks=all write
 returned — an upper bound on the moment the event is in Kafka. Nothing reads the topics during
-a phase (it watches the events topic's end offsets): the records are read back after it, so
-this process's fetches cost the shared broker nothing while the worker is timed (the embedded
+a phase (it polls the worker's event counter): the records are read back after it, so this
+process's fetches cost the shared broker nothing while the worker is timed (the embedded
 broker's fetches cost it CPU in proportion to the topic's length).
 
 Every trade must get exactly one `succeeded` event (by id); the run fails otherwise.
