@@ -60,7 +60,14 @@ from worker.pooul.errors import (
     RetryablePlatformError,
     TransportError,
 )
-from worker.runtime import KeyContext, Permanent, Record, RemoteUnavailable, Retry
+from worker.runtime import (
+    KeyContext,
+    Permanent,
+    Record,
+    RemoteUnavailable,
+    Retry,
+    is_last_attempt,
+)
 from worker.settings import Settings
 
 __all__ = ["OrdersHandler"]
@@ -247,9 +254,7 @@ class OrdersHandler:
             }[type(exc)]
             code = exc.code if isinstance(exc, PlatformError) else None
             msg = (exc.msg if isinstance(exc, PlatformError) else None) or str(exc)
-            # Outage attempts (RemoteUnavailable) do not count: only answers that failed do.
-            counted = ctx.counted_failures + 1
-            if counted < self._max_attempts:
+            if not is_last_attempt(ctx.counted_failures, self._max_attempts):
                 self._metrics.retries.labels(reason=reason).inc()
                 log.warning("order attempt failed, will retry", extra={**extra, "reason": reason})
                 return Retry(f"{reason}: {exc}")
@@ -259,7 +264,7 @@ class OrdersHandler:
                     request,
                     reason="retries_exhausted",
                     code=code,
-                    msg=f"gave up after {counted} counted attempts: {msg}",
+                    msg=f"gave up after {ctx.counted_failures + 1} counted attempts: {msg}",
                     retryable=True,
                     requested_at=requested_at,
                     now=self._clock(),

@@ -5,6 +5,7 @@ remote outages and honest health. See docs/runtime.md.
     from worker.runtime import Record, KeyContext, Handler, StreamProcessor, Retry, RemoteUnavailable, Permanent
 """
 
+from worker.runtime.attempts import is_last_attempt
 from worker.runtime.breaker import CircuitBreaker, CircuitState
 from worker.runtime.context import Handler, KeyContext
 from worker.runtime.errors import Permanent, RemoteUnavailable, Retry, StreamError, UsageError
@@ -27,5 +28,6 @@ __all__ = [
     "StreamError",
     "StreamProcessor",
     "UsageError",
+    "is_last_attempt",
     "run_worker",
 ]

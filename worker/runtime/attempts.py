@@ -19,7 +19,7 @@ from typing import Literal
 
 from worker.runtime.errors import Permanent, RemoteUnavailable, Retry
 
-__all__ = ["Verdict", "judge"]
+__all__ = ["Verdict", "is_last_attempt", "judge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,13 @@ class Verdict:
 
 
 _OK = Verdict("ok", "success")
+
+
+def is_last_attempt(counted_failures: int, max_attempts: int) -> bool:
+    """Whether an attempt after `counted_failures` counted failures is the item's last one
+    (outage attempts are not counted): the rule the runtime dead-letters by, and the one a
+    handler that gives up by itself must use."""
+    return counted_failures + 1 >= max_attempts
 
 
 def judge(error: BaseException | None, *, counted_failures: int, max_attempts: int) -> Verdict:
@@ -60,13 +67,12 @@ def judge(error: BaseException | None, *, counted_failures: int, max_attempts: i
     else:
         reason, detail, delay = "error", f"{type(error).__name__}: {error}", None
         breaker, retry_kind = "neutral", "error"
-    attempts = counted_failures + 1
-    if attempts >= max_attempts:
+    if is_last_attempt(counted_failures, max_attempts):
         return Verdict(
             "dead",
             breaker,
             reason=reason,
-            detail=f"gave up after {attempts} counted attempts; last: {detail}",
+            detail=f"gave up after {counted_failures + 1} counted attempts; last: {detail}",
             outcome="retries_exhausted",
         )
     return Verdict(
