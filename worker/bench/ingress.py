@@ -416,7 +416,8 @@ def _where_cpu_goes(bare: PhaseResult, verify: PhaseResult, ingress: PhaseResult
     return (
         f"(b) CPU per request at peak: {b * 1e6:.0f} µs = aiohttp {a * 1e6:.0f} + parse/verify/"
         f"record {(v - a) * 1e6:.0f} (verify-only server: {verify.rate:,.0f} req/s) + Kafka "
-        f"write and log line {(b - v) * 1e6:.0f}; a 0.6 ratio needs ≤ {a / 0.6 * 1e6:.0f} µs"
+        f"write and log line {(b - v) * 1e6:.0f}; a {PEAK_RATIO_TARGET:g} ratio needs "
+        f"≤ {a / PEAK_RATIO_TARGET * 1e6:.0f} µs"
     )
 
 
