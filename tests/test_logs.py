@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from worker.logs import BatchingStreamHandler, JsonFormatter, configure_logging
+from worker.logs import BatchingStreamHandler, JsonFormatter, configure_logging, log_line
 
 
 def _logger(handler: logging.Handler) -> logging.Logger:
@@ -111,3 +111,104 @@ def test_a_closed_stream_loses_lines_without_raising() -> None:
     stream.close()
     log.warning("still no exception")  # forces a write to the closed stream
     handler.close()
+
+
+@contextlib.contextmanager
+def _configured(fmt: str, monkeypatch: Any) -> Iterator[io.StringIO]:
+    """`configure_logging` writing into a string; the root logger restored afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    try:
+        configure_logging("INFO", fmt)
+        yield stream
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+_FIELDS = {
+    "trade_id": "T1",
+    "merchant_id": "888100000000001",
+    "detail": None,
+    "_private": "never written",
+    "outcome": "success",
+    "status": 200,
+    "duration_ms": 1.25,
+}
+
+
+def _without_ts(text: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(line) for line in text.splitlines()]
+    for line in lines:
+        assert line.pop("ts")
+    return lines
+
+
+def test_log_line_writes_what_the_logger_writes_without_a_record(monkeypatch) -> None:
+    """Under `configure_logging`'s JSON setup the direct path makes no `LogRecord`, and its
+    lines equal the ordinary ones, fields in order, at INFO (batched) and WARNING (at once)."""
+    log = logging.getLogger("worker.test-log-line")
+    with _configured("json", monkeypatch) as stream:
+        log.info("notify", extra=_FIELDS)
+        log.warning("notify", extra=_FIELDS)
+        ordinary = _without_ts(stream.getvalue())
+        stream.truncate(0)
+        stream.seek(0)
+
+        def no_records(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            raise AssertionError("the direct path built a LogRecord")
+
+        monkeypatch.setattr(log, "makeRecord", no_records)
+        log_line(log, logging.INFO, "notify", _FIELDS)
+        assert stream.getvalue() == ""  # routine lines are batched, as before
+        log_line(log, logging.WARNING, "notify", _FIELDS)
+        log_line(log, logging.DEBUG, "not enabled", _FIELDS)
+        direct = _without_ts(stream.getvalue())
+    assert [list(line.items()) for line in direct] == [list(line.items()) for line in ordinary]
+    assert [line["level"] for line in direct] == ["info", "warning"]
+    assert "_private" not in direct[0]
+
+
+def test_log_line_takes_the_ordinary_path_when_anything_else_listens(monkeypatch) -> None:
+    """A capture handler on the root, a logger with its own handler, a filter, or the text
+    format: every one of them still sees the line as a record."""
+    log = logging.getLogger("worker.test-log-line.fallback")
+    seen: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    with _configured("json", monkeypatch) as stream:
+        root = logging.getLogger()
+        capture = Capture()
+        root.addHandler(capture)
+        log_line(log, logging.INFO, "to the root's second handler", _FIELDS)
+        root.removeHandler(capture)
+        log.addHandler(capture)
+        log_line(log, logging.INFO, "to the logger's own handler", _FIELDS)
+        log.removeHandler(capture)
+
+        def keep(record: logging.LogRecord) -> bool:
+            seen.append(record)
+            return True
+
+        log.addFilter(keep)
+        log_line(log, logging.INFO, "through a filter", _FIELDS)
+        log.removeFilter(keep)
+        root.handlers[0].flush()
+        written = [line["msg"] for line in _without_ts(stream.getvalue())]
+    assert [record.getMessage() for record in seen] == [
+        "to the root's second handler",
+        "to the logger's own handler",
+        "through a filter",
+    ]
+    assert seen[0].trade_id == "T1"  # type: ignore[attr-defined]
+    assert written == [record.getMessage() for record in seen]
+    with _configured("text", monkeypatch) as stream:
+        log_line(log, logging.WARNING, "as text", _FIELDS)
+        assert "as text" in stream.getvalue() and "trade_id=T1" in stream.getvalue()

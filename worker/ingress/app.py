@@ -33,6 +33,7 @@ from worker.ingress.notify import VerifiedNotify, build_record, verify_notify
 from worker.ingress.producer import SignalPublisher
 from worker.ingress.readiness import BrokerWatch
 from worker.kafka import make_producer
+from worker.logs import log_line
 from worker.settings import Settings
 
 __all__ = [
@@ -177,10 +178,7 @@ class _NotifyHandler:
             extra["status"] = status
             extra["peer"] = request.remote
             extra["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
-            if status == 200:
-                log.info("notify", extra=extra)
-            else:
-                log.warning("notify", extra=extra)
+            log_line(log, logging.INFO if status == 200 else logging.WARNING, "notify", extra)
         if status == 200:
             return web.Response(body=_SUCCESS, content_type="text/plain", charset="utf-8")
         return web.Response(status=status, body=_FAIL, content_type="text/plain", charset="utf-8")
