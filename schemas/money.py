@@ -11,26 +11,37 @@ __all__ = ["Fen", "YuanAsFen", "fen_from_yuan", "parse_fen"]
 
 
 def parse_fen(value: Any) -> int:
-    """An amount in fen given as `12` or `"12"`; anything fractional is rejected."""
+    """An amount in fen given as `12` or `"12"` (ASCII digits); anything fractional, negative
+    or boolean is rejected."""
     if isinstance(value, bool):
         raise ValueError("an amount in fen must be an integer, not a boolean")
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise ValueError(f"an amount in fen must be an integer, got {value!r}")
+        fen = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        fen = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        fen = int(value)
+    else:
+        raise ValueError(f"an amount in fen must be an integer, got {value!r}")
+    if fen < 0:
+        raise ValueError(f"an amount cannot be negative, got {value!r}")
+    return fen
 
 
 def fen_from_yuan(value: Any) -> int:
-    """A yuan amount (`"0.12"`, `0.12`, `"12"`) in fen; more than two decimals is an error."""
+    """A yuan amount (`"0.12"`, `0.12`, `"12"`) in fen; more than two decimals, a negative or
+    non-finite amount, or a boolean is an error."""
     if isinstance(value, bool):
         raise ValueError("a yuan amount must be a number, not a boolean")
+    text = str(value).strip()
     try:
-        amount = Decimal(str(value).strip())
+        amount = Decimal(text) if text.isascii() else None
     except InvalidOperation:
-        raise ValueError(f"not a yuan amount: {value!r}") from None
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise ValueError(f"not a yuan amount: {value!r}")
+    if amount < 0:
+        raise ValueError(f"an amount cannot be negative, got {value!r}")
     fen = amount * 100
     if fen != fen.to_integral_value():
         raise ValueError(f"a yuan amount has at most two decimals, got {value!r}")

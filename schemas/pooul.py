@@ -34,7 +34,10 @@ _CHINA = timezone(timedelta(hours=8))
 
 
 def _trade_state(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    """`0` or `"0"`; never a boolean (pydantic would take `false` for 0, paid)."""
+    if isinstance(value, bool):
+        raise ValueError("trade_state must be an integer, not a boolean")
+    if isinstance(value, str) and value.isascii() and value.strip().lstrip("-").isdigit():
         return int(value)
     return value
 

@@ -180,12 +180,23 @@ async def test_garbage_body_is_transport_error(gateway, client):
 
 
 async def test_verified_answer_without_trade_id_is_malformed(gateway, client):
-    """A correctly signed success that lacks trade_id is a retryable MalformedResponse."""
+    """A correctly signed success that lacks trade_id is a retryable MalformedResponse, and not
+    a TransportError: the platform is up, so callers must not retry it as an outage."""
     gw, _ = gateway
     gw.respond = lambda body: signed({"mch_trade_id": "T-1"})
     with pytest.raises(MalformedResponse) as caught:
         await client.create_order(order_request())
     assert caught.value.retryable
+    assert not isinstance(caught.value, TransportError)
+
+
+async def test_envelope_with_fields_of_the_wrong_type_is_a_transport_error(gateway, client):
+    """An envelope whose `msg` or `sign` is not text is not the gateway's format: a
+    TransportError like any other garbage answer, never a raw pydantic ValidationError."""
+    gw, _ = gateway
+    gw.respond = lambda body: web.json_response({"code": 0, "msg": 7, "data": {}, "sign": 1})
+    with pytest.raises(TransportError, match="msg"):
+        await client.query_order(MERCHANT_ID, trade_id="P1")
 
 
 async def test_slow_gateway_times_out(gateway, client):

@@ -167,6 +167,8 @@ def test_refund_requested_follows_paid() -> None:
         ({"merchant_id": "other"}, "merchant_mismatch"),
         ({"mch_trade_id": "ORDER-2"}, "mch_trade_id_mismatch"),
         ({"trade_id": "T2"}, "trade_id_mismatch"),
+        ({"fee_type": "USD"}, "currency_mismatch"),
+        ({"fee_type": "CNY", "currency_type": "HKD"}, "currency_mismatch"),
     ],
 )
 def test_contradicting_answer_flags_and_publishes_nothing(
@@ -227,6 +229,35 @@ def test_expired_owned_unpaid_trade_is_closed_then_rechecked() -> None:
     closed = apply_answer(decision.record, answer(3), now=NOW, policy=POLICY, after_close=True)
     assert closed.kind == "publish"
     assert closed.record.published is TradeState.CLOSED
+
+
+def test_the_order_currency_in_any_case_or_none_at_all_is_accepted() -> None:
+    for fields in ({"fee_type": "CNY"}, {"currency_type": "cny"}, {}):
+        assert apply_answer(owned(), answer(0, **fields), now=NOW, policy=POLICY).kind == "publish"
+
+
+def test_an_expired_trade_is_not_closed_while_the_buyer_is_paying() -> None:
+    """State 6 (paying) past expiry + grace is checked again, not closed: a close would race
+    the payment. It is given up like any other trade if it never settles."""
+    record = owned(expires_at=NOW - 10)
+    paying = apply_answer(record, answer(6), now=NOW, policy=POLICY, counts_as_check=True)
+    assert paying.kind == "recheck"
+    assert paying.record.next_check_at is not None
+    late = apply_answer(record, answer(6), now=NOW + 2000, policy=POLICY)
+    assert (late.kind, late.reason) == ("abandon", "unconfirmed_expired")
+
+
+def test_a_given_up_trade_is_given_up_once() -> None:
+    """A late notify's not-final answer about an abandoned trade records it without a second
+    dead letter; a final one is still published."""
+    abandoned = apply_answer(owned(expires_at=NOW - 2000), answer(2), now=NOW, policy=POLICY)
+    assert abandoned.kind == "abandon"
+    again = apply_answer(abandoned.record, answer(2), now=NOW + 60, policy=POLICY)
+    assert again.kind == "update"
+    assert again.record.phase is Phase.ABANDONED
+    assert again.record.next_check_at is None
+    paid = apply_answer(abandoned.record, answer(0), now=NOW + 60, policy=POLICY)
+    assert (paid.kind, paid.record.published) == ("publish", TradeState.PAID)
 
 
 def test_expired_trade_not_closed_is_queried_until_give_up() -> None:
@@ -291,6 +322,14 @@ def test_entries_are_kept_for_the_retention_after_the_last_change_expiry_or_chec
     assert record.keep_until(policy) == NOW + 900 + 7 * 86400.0
     confirmed = owned(updated_at=NOW + 5000, expires_at=NOW + 300, next_check_at=None)
     assert confirmed.keep_until(policy) == NOW + 5000 + 7 * 86400.0
+
+
+def test_a_flagged_trade_is_kept_until_a_human_acts() -> None:
+    """Without its entry a later signal or a replayed dead letter would start afresh, without
+    the order's amount, and could publish what the flag forbids."""
+    flagged = apply_answer(owned(), answer(0, total_fee=1), now=NOW, policy=POLICY).record
+    assert flagged.phase is Phase.FLAGGED
+    assert flagged.keep_until(ReconcilePolicy(retention=60.0)) is None
 
 
 def test_repeated_order_created_signal_with_other_times_is_a_duplicate() -> None:

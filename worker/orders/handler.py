@@ -13,7 +13,8 @@ Per request (the runtime serialises calls per key = `mch_trade_id`):
    always means its signal was written.
 
 Transport failures (connection, 5xx, timeout) raise `RemoteUnavailable`: the circuit breaker
-takes over and the record is never given up on. Retryable codes and unverifiable answers raise
+takes over and the record is never given up on. Retryable codes, unverifiable answers and
+verified answers without the promised shape (`MalformedResponse`) raise
 `Retry` until the last attempt, which answers `failed` (`retries_exhausted`, retryable). Other
 codes answer `failed` at once (`platform_refused`): one call, no retry storm.
 """
@@ -52,6 +53,7 @@ from worker.orders.state import StoredOrder, find_order, retain_until, with_orde
 from worker.pooul import PooulClient
 from worker.pooul.errors import (
     DuplicateOrder,
+    MalformedResponse,
     OrderNotFound,
     PlatformError,
     PooulError,
@@ -245,11 +247,14 @@ class OrdersHandler:
             self._metrics.retries.labels(reason=reason).inc()
             log.warning("pooul unavailable, will retry", extra=extra)
             return RemoteUnavailable(f"pooul_{reason}: {exc}")
-        if isinstance(exc, RetryablePlatformError | ResponseSignatureError | OrderNotFound):
+        if isinstance(
+            exc, RetryablePlatformError | ResponseSignatureError | MalformedResponse | OrderNotFound
+        ):
             # OrderNotFound here: the platform said 107, yet the query does not see the order.
             reason = {
                 RetryablePlatformError: "retryable_code",
                 ResponseSignatureError: "bad_signature",
+                MalformedResponse: "malformed_answer",
                 OrderNotFound: "not_found_after_duplicate",
             }[type(exc)]
             code = exc.code if isinstance(exc, PlatformError) else None

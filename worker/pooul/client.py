@@ -205,4 +205,8 @@ def _parse_envelope(raw: bytes) -> ResponseEnvelope:
         raise TransportError("gateway answer has no integer `code`")
     if parsed.get("data") is not None and not isinstance(parsed["data"], dict):
         raise TransportError("gateway answer `data` is not an object")
-    return ResponseEnvelope.model_validate(parsed)
+    try:
+        return ResponseEnvelope.model_validate(parsed)
+    except ValidationError as exc:  # e.g. a non-string `msg` or `sign`: not the gateway's format
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+        raise TransportError(f"gateway answer with bad {fields}") from None

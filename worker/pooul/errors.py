@@ -2,9 +2,11 @@
 
 PooulError
 ├── MerchantKeyMissing              no key configured for the merchant (permanent)
-├── TransportError                  connection failed, HTTP 5xx, unparseable body (retryable)
+├── TransportError                  connection failed, HTTP status ≠ 200, unparseable body (retryable)
 │   └── PooulTimeout                connect or total timeout (retryable)
 ├── ResponseSignatureError          response `data` did not verify: never used (retryable)
+├── MalformedResponse               verified `data` without the promised shape (retryable, but
+│                                   not an outage: callers bound its retries)
 └── PlatformError(code, msg, data)  the platform answered code != 0
     ├── RetryablePlatformError      108 outside service hours, 600 channel error, 601 channel timeout
     ├── PermanentPlatformError      100, 101, 103, 200, 201, 202, 1500 and unknown codes
@@ -54,8 +56,13 @@ class PooulTimeout(TransportError):
     """No answer within the connect or total timeout. The platform may still have acted."""
 
 
-class MalformedResponse(TransportError):
-    """A verified answer whose `data` does not have the shape the call promises (e.g. no trade_id)."""
+class MalformedResponse(PooulError):
+    """A verified answer whose `data` does not have the shape the call promises (no trade_id, a
+    trade_state outside the documented ones). Not a `TransportError`: the platform is up and
+    signing, so retrying until it changes its answer would hold a partition forever; callers
+    retry a bounded number of times, then dead-letter or answer `failed`."""
+
+    retryable = True
 
 
 class ResponseSignatureError(PooulError):

@@ -29,6 +29,7 @@ from schemas.signals import NotifySignal, OrderCreatedSignal, parse_trade_signal
 from schemas.trade_state import TradeState
 from worker.pooul import PooulClient
 from worker.pooul.errors import (
+    MalformedResponse,
     MerchantKeyMissing,
     OrderNotFound,
     PlatformError,
@@ -221,10 +222,6 @@ class TradesHandler:
         except PooulError as exc:
             self._metrics.query_errors.labels(error=type(exc).__name__).inc()
             raise
-        except ValidationError as exc:
-            # Signed by the platform yet not a query answer we understand (e.g. unknown state).
-            self._metrics.query_errors.labels(error="unreadable_answer").inc()
-            raise Permanent("unreadable_answer", str(exc)[:1000]) from None
         finally:
             self._metrics.query_seconds.observe(time.perf_counter() - started)
 
@@ -292,9 +289,10 @@ class TradesHandler:
         await self._write(ctx, pending)
 
     async def _ensure_scheduled(self, record: TradeRecord, ctx: KeyContext) -> None:
-        """Make sure the stored trade will be looked at again (a first notify stored nothing)."""
+        """Make sure the stored trade will be looked at again (a first notify stored nothing);
+        confirmed, flagged and abandoned trades stay as they are."""
         if ctx.state is not None:
-            if record.phase in (Phase.CONFIRMED, Phase.FLAGGED):
+            if record.phase in (Phase.CONFIRMED, Phase.FLAGGED, Phase.ABANDONED):
                 return
             if record.phase is Phase.PENDING and record.next_check_at is not None:
                 return
@@ -494,9 +492,10 @@ class TradesHandler:
         try:
             return TradeRecord.from_json(ctx.state)
         except ValueError as exc:
-            # Losing dedup memory is safe (the query decides, ids are deterministic).
-            log.error("unreadable trade state ignored", extra={"error": str(exc)})
-            return None
+            # Not "no entry": the entry may be a flag or the order's amount, and starting
+            # afresh would publish what it forbids. Dead-letter the signal (or timer) instead;
+            # after a fix (e.g. a rolled-back release rolled forward) a replay handles it.
+            raise Permanent("unreadable_state", str(exc)[:1000]) from None
 
 
 def _runtime_error(exc: PooulError) -> Exception:
@@ -504,6 +503,11 @@ def _runtime_error(exc: PooulError) -> Exception:
     reason = type(exc).__name__
     if isinstance(exc, MerchantKeyMissing):
         return Permanent("merchant_key_missing", str(exc))
+    if isinstance(exc, MalformedResponse):
+        # Signed by the platform yet not a query answer we understand (e.g. an unknown state):
+        # retrying in seconds gets the same answer. The trade stays scheduled for
+        # reconciliation, which asks again on its own schedule.
+        return Permanent("unreadable_answer", str(exc)[:1000])
     if isinstance(exc, TransportError):
         return RemoteUnavailable(f"pooul_unavailable: {exc}")
     if exc.retryable:

@@ -40,7 +40,8 @@ __all__ = [
 
 _STATE_VERSION: Final = 1
 
-# States in which money moved to the merchant: their amount must be known and right.
+# States that follow a payment (paid, and what can come after it): their amount must be known
+# and right.
 MONEY_STATES: Final = frozenset(
     {TradeState.PAID, TradeState.REFUND_REQUESTED, TradeState.REVERSED, TradeState.REVOKED}
 )
@@ -149,8 +150,12 @@ class TradeRecord:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed trade record: {exc}") from None
 
-    def keep_until(self, policy: ReconcilePolicy) -> float:
-        """When the entry (and the dedup memory it is) may be dropped from the store."""
+    def keep_until(self, policy: ReconcilePolicy) -> float | None:
+        """When the entry (and the dedup memory it is) may be dropped from the store; None for
+        a flagged trade, kept until a human acts: without its entry a later signal or a dead
+        letter's replay would start afresh, without the order's amount to check against."""
+        if self.phase is Phase.FLAGGED:
+            return None
         horizon = max(self.updated_at, self.expires_at or 0.0, self.next_check_at or 0.0)
         return horizon + policy.retention
 
@@ -170,7 +175,8 @@ class Decision:
     - `close`: the trade expired unpaid: call the close API, query again, decide again.
     - `stale`: the answer is behind what was published (e.g. paid, then "closed"): ignore it.
     - `abandon`: expired and nobody closes it: dead-letter `reason`, stop querying, write.
-    - `update`: new facts from an order-created signal; write (it may carry a check time).
+    - `update`: new facts (an order-created signal, or a not-final answer about a trade given
+      up already); write (it may carry a check time).
     - `duplicate`: nothing new (an order-created signal seen before): write nothing.
     """
 
@@ -236,6 +242,10 @@ def identity_mismatch(record: TradeRecord, answer: QueryData) -> tuple[str, str]
     if not (answer.mch_trade_id or record.mch_trade_id):
         return "mch_trade_id_missing", "neither the answer nor the signals name the mch_trade_id"
     if record.expected_fee is not None:
+        foreign = [c for c in (answer.fee_type, answer.currency_type) if c and c.upper() != "CNY"]
+        if foreign:
+            # Orders are placed in fen of CNY (the unified order has no currency field).
+            return "currency_mismatch", f"the order is in CNY, answer says {foreign[0]}"
         if answer.total_fee is None and answer.trade_state in MONEY_STATES:
             return "amount_mismatch", f"expected {record.expected_fee} fen, answer has no total_fee"
         if answer.total_fee is not None and answer.total_fee != record.expected_fee:
@@ -300,6 +310,10 @@ def apply_answer(
         confirmed = replace(learnt, phase=Phase.CONFIRMED, published=state, next_check_at=None)
         return Decision("publish", confirmed)
 
+    if record.phase is Phase.ABANDONED:
+        # Given up (and dead-lettered) once already: a late notify whose answer is still not
+        # final adds what we learnt, not a second dead letter.
+        return Decision("update", replace(learnt, next_check_at=None))
     expires_at = record.expires_at
     if expires_at is not None and now >= policy.close_at(expires_at):
         if now >= policy.give_up_at(expires_at):
@@ -310,7 +324,14 @@ def apply_answer(
                 "unconfirmed_expired",
                 f"still {state.label} {now - expires_at:.0f} s after expiry",
             )
-        if record.owned and policy.close_expired and not after_close:
+        # Not while the buyer is paying (state 6): a close would race the payment; the
+        # trade is checked again, and given up like any other if it never settles.
+        if (
+            record.owned
+            and policy.close_expired
+            and not after_close
+            and state is not TradeState.PAYING
+        ):
             return Decision("close", learnt)
     if after_close:
         learnt = replace(learnt, close_attempts=record.close_attempts + 1)

@@ -1,0 +1,66 @@
+"""How the trades worker turns a failed query or an unreadable entry into the runtime's flow
+control: an outage is retried without limit, anything a retry cannot fix is dead-lettered."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from worker.pooul import PooulClient
+from worker.pooul.errors import (
+    MalformedResponse,
+    MerchantKeyMissing,
+    PermanentPlatformError,
+    PooulError,
+    PooulTimeout,
+    ResponseSignatureError,
+    RetryablePlatformError,
+    TransportError,
+)
+from worker.runtime import Permanent, RemoteUnavailable, Retry
+from worker.settings import Settings
+from worker.trades.handler import TradesHandler, _runtime_error
+from worker.trades.metrics import TradesMetrics
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "reason"),
+    [
+        (TransportError("HTTP 502"), RemoteUnavailable, None),
+        (PooulTimeout("no answer"), RemoteUnavailable, None),
+        (RetryablePlatformError(601, "channel timeout"), Retry, None),
+        (ResponseSignatureError("not verified"), Retry, None),
+        (MalformedResponse("trade_state 8"), Permanent, "unreadable_answer"),
+        (PermanentPlatformError(202, "pay_type"), Permanent, "pooul_code_202"),
+        (MerchantKeyMissing("no key"), Permanent, "merchant_key_missing"),
+    ],
+)
+def test_query_errors_map_to_flow_control(
+    error: PooulError, kind: type[Exception], reason: str | None
+) -> None:
+    """Only an outage is a `RemoteUnavailable` (retried without limit, holding the partition);
+    a verified but unreadable answer is permanent for the signal (reconciliation asks again)."""
+    mapped = _runtime_error(error)
+    assert type(mapped) is kind
+    if reason is not None:
+        assert isinstance(mapped, Permanent)
+        assert mapped.reason == reason
+
+
+def test_an_unreadable_entry_is_dead_lettered_not_treated_as_absent() -> None:
+    """Starting afresh would forget a flag or the order's amount; the signal (or timer) is
+    dead-lettered instead, with the reason, for a replay after the fix."""
+    settings = Settings(pooul_merchant_keys='{"888": "k"}')
+    handler = TradesHandler(
+        settings=settings,
+        client=PooulClient.from_settings(settings),
+        metrics=TradesMetrics(registry=CollectorRegistry()),
+    )
+    context: Any = SimpleNamespace(state={"v": 99, "phase": "flagged"})
+    with pytest.raises(Permanent) as caught:
+        handler._load(context)
+    assert caught.value.reason == "unreadable_state"
+    assert handler._load(SimpleNamespace(state=None)) is None  # type: ignore[arg-type]
