@@ -3,7 +3,7 @@
     log.info("notify accepted", extra={"trade_id": t, "merchant_id": m, "outcome": "success"})
     log_line(log, logging.INFO, "notify", fields)   # the same line, for one-per-request logs
 
-Never pass keys or full signatures: `redact_signature` keeps only a short prefix for correlation.
+Never pass keys or full signatures.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ __all__ = [
     "JsonFormatter",
     "configure_logging",
     "log_line",
-    "redact_signature",
 ]
 
 _STANDARD_ATTRS = frozenset(
@@ -229,8 +228,3 @@ def _direct_handler(logger: logging.Logger, level: int) -> BatchingStreamHandler
             return None
         node = node.parent
     return handler
-
-
-def redact_signature(signature: object) -> str:
-    """The first 6 hex digits: enough to correlate, useless to forge or replay."""
-    return f"{str(signature)[:6]}…" if signature else ""

@@ -124,3 +124,23 @@ async def test_late_outcomes_from_before_opening_are_ignored() -> None:
     await early.__aexit__(None, None, None)
     assert state(breaker) is CircuitState.OPEN
     breaker.close()
+
+
+async def test_late_failures_from_before_opening_do_not_reopen_it_once_closed() -> None:
+    """Calls that started before the outage and fail after the probe closed the breaker say
+    nothing about the remote now: the breaker stays closed."""
+    breaker, changes = make(threshold=2)
+    early = [breaker.attempt() for _ in range(2)]
+    attempts = [await context.__aenter__() for context in early]
+    await fail(breaker)
+    await fail(breaker)
+    assert state(breaker) is CircuitState.OPEN
+    await asyncio.sleep(0.08)  # past open_seconds: the next attempt is the probe
+    await succeed(breaker)
+    assert state(breaker) is CircuitState.CLOSED
+    for attempt, context in zip(attempts, early, strict=True):
+        attempt.failed()
+        await context.__aexit__(None, None, None)
+    assert state(breaker) is CircuitState.CLOSED
+    assert changes[-1] is CircuitState.CLOSED
+    breaker.close()

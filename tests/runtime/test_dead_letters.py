@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from schemas.dead_letter import DEAD_LETTER_REASON_HEADER, parse_dead_letter
@@ -120,3 +122,39 @@ async def test_out_of_retries_is_dead_lettered_with_the_attempt_count(
     assert letters[retry_offset].attempts == letters[crash_offset].attempts == 3
     assert handler.attempts[retry_offset] == [1, 2, 3]
     assert handler.handled == [(b"c", ok_offset)]
+
+
+class CancelledElsewhere(NoTimers):
+    """The first attempt awaits a future that another task cancels (a shared client's call
+    torn down under it); later attempts succeed."""
+
+    def __init__(self) -> None:
+        self.attempts: list[int] = []
+        self.handled: list[int] = []
+
+    async def handle(self, record: Record, ctx: KeyContext) -> None:
+        self.attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.01, shared.cancel)
+            await shared
+        self.handled.append(record.offset)
+
+
+async def test_a_cancelled_awaitable_inside_a_handler_is_a_failure_to_retry(
+    make_runtime_settings: RuntimeSettingsFactory,
+) -> None:
+    """A CancelledError that is not the key task's own cancellation is retried like any error:
+    the key's later records still run, in order, and the partition's commit moves past them."""
+    settings = await make_runtime_settings(pooul_max_attempts=3)
+    topic = settings.pooul_topic_order_requests
+    written = await produce(settings, topic, [(b"a", b"1"), (b"a", b"2")], partition=0)
+    handler = CancelledElsewhere()
+    async with StreamProcessor(
+        settings=settings, topic=topic, group_id=gid(settings, "dl3"), handler=handler, name="w"
+    ) as p:
+        await wait_until(
+            lambda: p.committed_offsets().get(0) == 2, what="both records finished and committed"
+        )
+    assert handler.handled == [offset for _, offset in written]
+    assert handler.attempts == [1, 2, 1, 2]  # each record: cancelled once, then handled

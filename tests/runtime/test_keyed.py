@@ -111,3 +111,19 @@ async def test_budget_full_until_a_quarter_is_free() -> None:
     assert changes == [True, False]
     budget.release(6)
     await wait_for(budget.wait_empty(), 0.01)
+
+
+async def test_a_cancelled_error_that_is_not_a_cancellation_is_a_crash() -> None:
+    """`run` raising CancelledError while its task was not cancelled (it awaited a future
+    another task cancelled) is reported like any crash, not taken as a normal exit."""
+    crashes: list[BaseException] = []
+
+    async def run(key: bytes, item: int) -> None:
+        shared: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        shared.cancel()
+        await shared
+
+    queues: KeyedQueues[int] = KeyedQueues(run=run, on_crash=crashes.append)
+    queues.submit(b"a", 1)
+    await wait_for(queues.wait_idle(), 2)
+    assert len(crashes) == 1 and isinstance(crashes[0], asyncio.CancelledError)

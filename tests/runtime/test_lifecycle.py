@@ -96,7 +96,9 @@ async def test_missing_or_misaligned_topics_fail_fast(
 
 
 def test_static_membership_reaches_the_consumer() -> None:
-    """POOUL_GROUP_INSTANCE_ID becomes the consumer's group_instance_id; the rebalance timeout covers the revoke grace."""
+    """POOUL_GROUP_INSTANCE_ID becomes the consumer's group_instance_id; the rebalance timeout
+    covers the whole revoke: the grace for handler calls, the bounded commit and the producer
+    flush (grace + 5 s)."""
     from worker.settings import Settings
 
     settings = Settings(
@@ -108,4 +110,4 @@ def test_static_membership_reaches_the_consumer() -> None:
     options = processor._consumer_options()
     assert options["group_instance_id"] == "trades-0"
     assert options["session_timeout_ms"] == 10_000
-    assert options["rebalance_timeout_ms"] >= 20_000
+    assert options["rebalance_timeout_ms"] >= (20 + 10 + 20 + 5) * 1000

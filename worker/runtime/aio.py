@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["wait_for"]
+__all__ = ["cancelling", "wait_for"]
 
 T = TypeVar("T")
 
@@ -33,3 +33,11 @@ async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:  # noqa
         await asyncio.gather(task, return_exceptions=True)
         raise TimeoutError
     return task.result()
+
+
+def cancelling() -> bool:
+    """Whether the running task has been asked to stop (`Task.cancel()`), as opposed to a
+    `CancelledError` that merely came out of something it awaited (a future another task
+    cancelled): only the first must propagate."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

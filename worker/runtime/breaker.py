@@ -75,7 +75,6 @@ class CircuitBreaker:
         self._on_change = on_change
         self.state = CircuitState.CLOSED
         self.failures = 0
-        self.opened_total = 0
         self._interval = open_seconds
         self._epoch = 0
         self._probing = False
@@ -115,8 +114,10 @@ class CircuitBreaker:
             else:
                 self._wake()  # let another waiter probe
             return
-        if self.state is not CircuitState.CLOSED:
-            return  # an attempt that started before the breaker opened says nothing new
+        if self.state is not CircuitState.CLOSED or attempt.epoch != self._epoch:
+            # It started before the breaker last opened: it says nothing about the remote now
+            # (a call that timed out during the outage must not reopen a closed breaker).
+            return
         if ok is True:
             self.failures = 0
         elif ok is False:
@@ -127,7 +128,6 @@ class CircuitBreaker:
     def _open(self) -> None:
         interval = self._interval
         self._interval = min(self._interval * 2, self.open_max_seconds)
-        self.opened_total += 1
         self._transition(CircuitState.OPEN)
         log.warning(
             "circuit breaker opened: remote unavailable, fetching paused",

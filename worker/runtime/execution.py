@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from schemas.dead_letter import DeadLetter
+from worker.runtime.aio import cancelling
 from worker.runtime.attempts import Verdict, judge
 from worker.runtime.backoff import backoff_delay
 from worker.runtime.breaker import CircuitBreaker
@@ -227,6 +228,11 @@ class Executor:
         started = time.perf_counter()
         try:
             await call
+        except asyncio.CancelledError as exc:
+            if cancelling():
+                raise  # this task is being cancelled (revoke, stop): not the handler's failure
+            # The handler awaited something another task cancelled: an ordinary failure.
+            return RuntimeError(f"an awaitable of the handler was cancelled: {exc!r}")
         except Exception as exc:
             return exc
         finally:

@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from worker.runtime.aio import cancelling
+
 __all__ = ["InFlightBudget", "KeyedQueues"]
 
 log = logging.getLogger(__name__)
@@ -63,17 +65,28 @@ class KeyedQueues(Generic[T]):
             while queue and not self._closed:
                 await self._run(key, queue[0])
                 queue.popleft()
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            if cancelling():
+                raise
+            # Not a cancellation of this task: a crash like any other, or the key's records
+            # would sit unfinished (holding the partition's commit) with nobody told.
+            self._crashed(key, exc)
         except Exception as exc:
-            log.exception("key runner crashed; its records stay unfinished", extra={"key": key})
-            if self._on_crash is not None:
-                self._on_crash(exc)
+            self._crashed(key, exc)
         finally:
             del self._queues[key]
             del self._tasks[key]
             if not self._tasks:
                 self._idle.set()
+
+    def _crashed(self, key: bytes, exc: BaseException) -> None:
+        log.error(
+            "key runner crashed; its records stay unfinished",
+            extra={"key": key},
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        if self._on_crash is not None:
+            self._on_crash(exc)
 
     def __len__(self) -> int:
         """Keys with work (queued or running)."""

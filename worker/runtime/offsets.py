@@ -28,14 +28,13 @@ class OffsetTracker:
     out of order; the head of the deque is the lowest unfinished offset.
     """
 
-    __slots__ = ("_clock", "_done", "_last_added", "_pending", "admitted_total", "finished_total")
+    __slots__ = ("_clock", "_done", "_last_added", "_pending", "finished_total")
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._pending: deque[tuple[int, float]] = deque()
         self._done: set[int] = set()
         self._last_added: int | None = None
-        self.admitted_total = 0
         self.finished_total = 0
 
     def add(self, offset: int) -> None:
@@ -44,7 +43,6 @@ class OffsetTracker:
             raise ValueError(f"offset {offset} admitted after {self._last_added}")
         self._pending.append((offset, self._clock()))
         self._last_added = offset
-        self.admitted_total += 1
 
     def finish(self, offset: int) -> None:
         """Mark an admitted record finished (handled or dead-lettered)."""
@@ -77,10 +75,6 @@ class OffsetTracker:
     @property
     def unfinished(self) -> int:
         return len(self._pending) - len(self._done)
-
-    @property
-    def lowest_unfinished(self) -> int | None:
-        return self._pending[0][0] if self._pending else None
 
     def oldest_unfinished_age(self) -> float:
         """Seconds since the lowest unfinished record was admitted (0 when none)."""

@@ -55,6 +55,8 @@ Phase = Literal["new", "starting", "running", "stopping", "stopped"]
 _FETCH_TIMEOUT_MS = 200
 _MAX_BATCH = 5000
 _CLIENT_CLOSE_TIMEOUT = 10.0
+_COMMIT_TIMEOUT = 10.0
+_REVOKE_FLUSH_EXTRA = 5.0  # seconds the producer flush on revoke gets beyond the grace
 _RNG = random.Random()  # jitter of the processor's own reconnect/restore backoff
 # aiokafka keeps one produce request in flight per broker, and a handler awaits each write:
 # records queue behind that request anyway, so lingering only adds to every write's latency;
@@ -117,6 +119,9 @@ class StreamProcessor:
         self._housekeeping: list[asyncio.Task[None]] = []  # commits + watchdog: cancelled last
         self._restore_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        # A stop asked for while starting waits for start() to finish (never runs beside it).
+        self._stop_requested = False
+        self._start_finished = asyncio.Event()
         self._done: asyncio.Future[None] | None = None
         self._commit_lock = asyncio.Lock()
         self._timer_wakeup = asyncio.Event()
@@ -184,12 +189,14 @@ class StreamProcessor:
             await self._close_clients()
             self._phase = "stopped"
             self._done.set_result(None)
+            self._start_finished.set()
             raise
         self._phase = "running"
         watchdog = Watchdog(
             consumer=self._consumer,
             runs=lambda: list(self._runs.values()),
-            excused=lambda: self._breaker.state is not CircuitState.CLOSED,
+            # Only while open: half-open runs one probe, which must finish like any call.
+            excused=lambda: self._breaker.state is CircuitState.OPEN,
             timeout=settings.pooul_stall_timeout,
             name=self.name,
         )
@@ -205,6 +212,9 @@ class StreamProcessor:
             "stream processor started",
             extra={"worker": self.name, "topic": self.topic, "group_id": self.group_id},
         )
+        self._start_finished.set()
+        if self._stop_requested:
+            self.request_stop()
 
     def _consumer_options(self) -> dict[str, Any]:
         settings = self.settings
@@ -214,12 +224,18 @@ class StreamProcessor:
             "group_instance_id": settings.pooul_group_instance_id,
             "session_timeout_ms": session_ms,
             "heartbeat_interval_ms": int(settings.pooul_heartbeat_interval * 1000),
-            # A revocation may wait for handler calls: give it that long before the group
-            # gives up on this member.
-            "rebalance_timeout_ms": max(session_ms, int((settings.pooul_revoke_grace + 10) * 1000)),
+            # A revocation waits for handler calls (grace), commits (bounded) and flushes the
+            # producer (grace + 5 s): give it all of that, and a margin, before the group
+            # gives up on this member and a new owner restores what this one still writes.
+            "rebalance_timeout_ms": max(session_ms, int(self._revoke_budget() * 1000)),
             "max_poll_records": _MAX_BATCH,
             "fetch_max_wait_ms": settings.pooul_fetch_max_wait_ms,
         }
+
+    def _revoke_budget(self) -> float:
+        """The longest `_on_revoked` can take, plus a margin (seconds)."""
+        grace = self.settings.pooul_revoke_grace
+        return grace + _COMMIT_TIMEOUT + (grace + _REVOKE_FLUSH_EXTRA) + 5.0
 
     async def _check_topics(self) -> None:
         assert self._consumer is not None
@@ -248,8 +264,11 @@ class StreamProcessor:
             raise self._fatal
 
     def request_stop(self) -> None:
-        """Begin a graceful stop without waiting (for signal handlers)."""
-        if self._phase in ("running", "starting") and self._stop_task is None:
+        """Begin a graceful stop without waiting (for signal handlers); while starting, the
+        stop begins as soon as start() is done."""
+        if self._phase == "starting":
+            self._stop_requested = True
+        elif self._phase == "running" and self._stop_task is None:
             self._stop_task = asyncio.create_task(self._shutdown(), name=f"{self.name}-stop")
 
     async def stop(self) -> None:
@@ -258,6 +277,7 @@ class StreamProcessor:
             self._phase = "stopped"
             return
         self.request_stop()
+        await self._start_finished.wait()
         if self._stop_task is not None:
             await asyncio.shield(self._stop_task)
 
@@ -446,11 +466,12 @@ class StreamProcessor:
                     state = run.state
                     if state is None or not run.ready or not run.active():
                         continue
-                    for kind, due_items in (
-                        (WorkKind.EXPIRE, state.due_expiries(now, self._budget.room)),
-                        (WorkKind.TIMER, state.due_timers(now, self._budget.room)),
+                    for kind, due in (
+                        (WorkKind.EXPIRE, state.due_expiries),
+                        (WorkKind.TIMER, state.due_timers),
                     ):
-                        for key, at in due_items:
+                        # The room is read again for timers, after the expiries took theirs.
+                        for key, at in due(now, self._budget.room):
                             self._budget.acquire()
                             run.held += 1
                             run.queues.submit(key, Work(kind, due=at))
@@ -471,6 +492,8 @@ class StreamProcessor:
     # ------------------------------------------------------------------ rebalancing
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._phase in ("stopping", "stopped"):
+            return  # the drain is under way: nothing new may start (the group reassigns)
         mine = sorted(
             (tp for tp in assigned if tp.topic == self.topic), key=lambda tp: tp.partition
         )
@@ -493,6 +516,16 @@ class StreamProcessor:
             self._restore_task = asyncio.create_task(
                 self._restore(runs), name=f"{self.name}-restore"
             )
+            self._restore_task.add_done_callback(self._restore_ended)
+
+    def _restore_ended(self, task: asyncio.Task[None]) -> None:
+        """A restore that failed for a reason it does not retry would leave its partitions
+        paused for good with the process looking alive: fail the processor instead."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self._fail(error)
 
     async def _restore(self, runs: list[PartitionRun]) -> None:
         assert self._restore_consumer is not None and self.state_topic is not None
@@ -567,7 +600,9 @@ class StreamProcessor:
         self._release(runs, abandoned)
         if self._producer is not None:
             try:
-                await wait_for(self._producer.flush(), self.settings.pooul_revoke_grace + 5)
+                await wait_for(
+                    self._producer.flush(), self.settings.pooul_revoke_grace + _REVOKE_FLUSH_EXTRA
+                )
             except (KafkaError, TimeoutError) as exc:
                 log.warning(
                     "flush on revoke failed", extra={"worker": self.name, "error": repr(exc)}
@@ -615,8 +650,10 @@ class StreamProcessor:
             if not offsets:
                 return
             try:
-                await consumer.commit(offsets)
-            except KafkaError as exc:
+                # Bounded: with the coordinator unreachable aiokafka retries until closed,
+                # and a stop or a revoke must not wait for that.
+                await wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT)
+            except (KafkaError, TimeoutError) as exc:
                 self.metrics.commits.labels(self.name, "failed").inc()
                 log.warning(
                     "offset commit failed; will retry (records may be redone, never skipped)",
