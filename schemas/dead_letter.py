@@ -7,6 +7,10 @@ it came from and why it failed. The Kafka record key is the original key; header
 
 `id` is deterministic (service, source topic, partition, offset; for a timer the key and due
 time), so a dead letter written twice after a crash is recognisably the same one.
+
+A letter that would exceed the broker's message size (the original plus its encoding) is written
+without the original value and headers (`payload_omitted_bytes` says how many bytes were left
+out); such a letter points at the original by its source coordinates and is not replayed.
 """
 
 from __future__ import annotations
@@ -83,6 +87,13 @@ class DeadLetter(BaseModel):
     key: EncodedBytes | None
     value: EncodedBytes | None
     headers: list[DeadLetterHeader] = Field(default_factory=list)
+    payload_omitted_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="set when the original value and headers were left out because the letter "
+        "would exceed the broker's message size: their size in bytes; read the original at "
+        "source_topic/source_partition/source_offset",
+    )
     attempts: int = Field(ge=1, description="handler attempts made, the failing one included")
     failed_at: datetime
 

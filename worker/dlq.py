@@ -8,7 +8,9 @@ commits the group's offsets only after those writes were acknowledged (acks=all)
 therefore does not repeat the first one, unless `from_beginning`.
 
 Timer dead letters (a key's timer that kept failing) are listed but never replayed: their value
-is the key's state, and writing it to any topic would not re-run the timer.
+is the key's state, and writing it to any topic would not re-run the timer. Nor are letters
+whose original was too large to carry (`payload_omitted_bytes`): the original is on its source
+topic at the letter's coordinates.
 
     letters = await list_dead_letters(settings, reason="invalid_signal", limit=50)
     outcome = await replay_dead_letters(settings, reason="error", dry_run=True)
@@ -66,6 +68,7 @@ class ReplayOutcome:
     replayed: list[tuple[str, str]] = field(default_factory=list)
     filtered_out: int = 0
     timers_skipped: int = 0
+    omitted_skipped: int = 0
     unparseable: int = 0
     dry_run: bool = False
 
@@ -245,6 +248,11 @@ def _replay_target(
         return None
     if row.letter.kind == "timer":
         outcome.timers_skipped += 1
+        return None
+    if row.letter.payload_omitted_bytes is not None:
+        # The original was too large to carry: replaying the letter would write an empty
+        # record. It is still on its source topic (within retention) at the coordinates.
+        outcome.omitted_skipped += 1
         return None
     return to or row.letter.source_topic
 

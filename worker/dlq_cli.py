@@ -162,7 +162,9 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         f"{verb} {len(outcome.replayed)} dead letter(s)"
         + (f" ({summary})" if summary else "")
         + f"; read {outcome.scanned}, other reasons {outcome.filtered_out}, "
-        f"timers skipped {outcome.timers_skipped}, unparseable {outcome.unparseable}; "
+        f"timers skipped {outcome.timers_skipped}, "
+        f"too large to carry (see their source) {outcome.omitted_skipped}, "
+        f"unparseable {outcome.unparseable}; "
         f"group {outcome.group}"
         + (" (dry run: nothing written or committed)" if outcome.dry_run else "")
     )

@@ -9,6 +9,7 @@ import orjson
 from schemas.dead_letter import DEAD_LETTER_REASON_HEADER, parse_dead_letter
 from tests.runtime.conftest import RuntimeSettingsFactory
 from tests.runtime.helpers import NoTimers, committed_offsets, gid, produce, read_topic, wait_until
+from worker.dlq import replay_dead_letters
 from worker.runtime import KeyContext, Permanent, Record, Retry, StreamProcessor
 
 
@@ -158,3 +159,35 @@ async def test_a_cancelled_awaitable_inside_a_handler_is_a_failure_to_retry(
         )
     assert handler.handled == [offset for _, offset in written]
     assert handler.attempts == [1, 2, 1, 2]  # each record: cancelled once, then handled
+
+
+async def test_a_record_too_large_for_a_dead_letter_is_dead_lettered_without_its_payload(
+    make_runtime_settings: RuntimeSettingsFactory,
+) -> None:
+    """A 900 KiB binary poison record would be a ~1.2 MB letter (base64), past the producer's
+    1 MiB limit, which no retry fixes: the letter goes without the value and headers, says how
+    many bytes it left out, and the partition moves on. Replay skips it (it would write an
+    empty record); the original is still at the letter's source coordinates."""
+    settings = await make_runtime_settings()
+    topic = settings.pooul_topic_order_requests
+    poison = bytes(range(256)) * (900 * 4)  # 900 KiB, not UTF-8
+    written = await produce(
+        settings,
+        topic,
+        [(b"big", poison), (b"c", b'{"ok": 1}')],
+        headers=[("trace", b"t-1")],
+        partition=0,
+    )
+    handler = JsonHandler()
+    async with StreamProcessor(
+        settings=settings, topic=topic, group_id=gid(settings, "dl4"), handler=handler, name="w"
+    ) as p:
+        await wait_until(
+            lambda: p.committed_offsets().get(0) == 2, what="both finished and committed"
+        )
+    [letter] = [parse_dead_letter(r.value) for r in await read_topic(settings, settings.pooul_topic_dead_letters)]  # fmt: skip
+    assert (letter.source_offset, letter.reason) == (written[0][1], "unparseable")
+    assert letter.value is None and letter.headers == []
+    assert letter.payload_omitted_bytes == len(poison) + len("trace") + len(b"t-1")
+    outcome = await replay_dead_letters(settings, dry_run=True, from_beginning=True)
+    assert outcome.replayed == [] and outcome.omitted_skipped == 1

@@ -22,7 +22,7 @@ from schemas.dead_letter import (
 )
 from worker.runtime.record import Record
 
-__all__ = ["DeadLetterPublisher", "record_dead_letter", "timer_dead_letter"]
+__all__ = ["DeadLetterPublisher", "record_dead_letter", "timer_dead_letter", "without_payload"]
 
 Outcome = Literal["permanent", "retries_exhausted"]
 
@@ -88,6 +88,21 @@ def timer_dead_letter(
         value=EncodedBytes.from_bytes(orjson.dumps(state)),
         attempts=attempts,
         failed_at=datetime.fromtimestamp(now, UTC),
+    )
+
+
+def without_payload(letter: DeadLetter) -> DeadLetter:
+    """The letter without the original value and headers (and a shorter detail): for an
+    original too large to fit in a dead letter. The source coordinates still point at it."""
+    omitted = len(letter.value.to_bytes()) if letter.value is not None else 0
+    omitted += sum(len(h.name) + len(h.value.to_bytes()) for h in letter.headers)
+    return letter.model_copy(
+        update={
+            "value": None,
+            "headers": [],
+            "detail": letter.detail[:1000],
+            "payload_omitted_bytes": omitted,
+        }
     )
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from schemas.dead_letter import DeadLetter
 from worker.runtime.aio import cancelling
@@ -24,7 +24,12 @@ from worker.runtime.attempts import Verdict, judge
 from worker.runtime.backoff import backoff_delay
 from worker.runtime.breaker import CircuitBreaker
 from worker.runtime.context import Handler, KeyContext, Outputs
-from worker.runtime.deadletter import DeadLetterPublisher, record_dead_letter, timer_dead_letter
+from worker.runtime.deadletter import (
+    DeadLetterPublisher,
+    record_dead_letter,
+    timer_dead_letter,
+    without_payload,
+)
 from worker.runtime.errors import RemoteUnavailable
 from worker.runtime.metrics import RuntimeMetrics
 from worker.runtime.partition import PartitionRun
@@ -252,11 +257,24 @@ class Executor:
     # ------------------------------------------------------------------ writes the runtime owns
 
     async def _publish(self, letter: DeadLetter) -> None:
-        """Write a dead letter, retrying until acknowledged (or cancelled by revoke/stop)."""
+        """Write a dead letter, retrying until acknowledged (or cancelled by revoke/stop).
+
+        A letter too large for the broker is written without the original's value and headers
+        (a retry could never succeed, and the partition's commit would wait for it forever).
+        """
         failures = 0
         while True:
             try:
                 await self._dead_letters.publish(letter)
+            except MessageSizeTooLargeError as exc:
+                if letter.payload_omitted_bytes is not None:
+                    raise  # even without the payload: a bug, not a condition to wait out
+                log.error(
+                    "dead letter too large; writing it without the original value and headers",
+                    extra={"worker": self.name, "id": letter.id, "error": repr(exc)},
+                )
+                letter = without_payload(letter)
+                continue
             except (KafkaError, TimeoutError) as exc:
                 failures += 1
                 log.error(
