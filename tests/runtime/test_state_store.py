@@ -6,7 +6,9 @@ import time
 
 from tests.runtime.conftest import RuntimeSettingsFactory
 from tests.runtime.helpers import NoTimers, gid, produce, read_topic, wait_until
+from worker.kafka import make_consumer
 from worker.runtime import KeyContext, Record, StreamProcessor, UsageError
+from worker.runtime.restore import RESTORE_CONSUMER_OPTIONS, restore_partitions
 from worker.runtime.state import StateEntry, decode_entry, encode_entry
 
 
@@ -155,3 +157,27 @@ async def test_delete_writes_a_tombstone_and_state_needs_a_topic(
         settings=settings, topic=topic, group_id=gid(settings, "nostate"), handler=Stateless()
     ):
         await wait_until(lambda: len(errors) == 2, what="both records refused")
+
+
+async def test_a_restore_reads_every_record_of_a_batch_handed_out_in_parts(
+    make_runtime_settings: RuntimeSettingsFactory,
+) -> None:
+    """200 changelog records written as few large batches, read back by a consumer that hands
+    out 7 records per getmany: every key is restored (the restore ends on its position, not on
+    the last record returned, which the embedded broker's batch-base end offset would fool)."""
+    settings = await make_runtime_settings()
+    state_topic = settings.pooul_topic_trade_state
+    await produce(
+        settings,
+        state_topic,
+        ((b"key-%03d" % i, encode_entry(StateEntry({"n": i}))) for i in range(200)),
+        partition=1,
+    )
+    consumer = make_consumer(settings, **{**RESTORE_CONSUMER_OPTIONS, "max_poll_records": 7})
+    await consumer.start()
+    try:
+        result = await restore_partitions(consumer, topic=state_topic, partitions=[1])
+    finally:
+        await consumer.stop()
+    assert result.records == 200
+    assert len(result.states[1]) == 200

@@ -65,24 +65,29 @@ async def restore_partitions(
         remaining = {tp for tp in tps if ends[tp] > begins[tp]}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
-            if not batch:
-                # The tail may be records getmany never returns (e.g. transaction markers).
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-                continue
             for tp, messages in batch.items():
                 _apply(messages, entries[tp.partition], result, topic=topic)
-                # No cut at the end offset: records past it in the same batch were written
-                # before the restore began (the Tansu test broker reports the end of a
-                # multi-record batch as its base offset + 1); nobody writes here meanwhile.
-                if messages[-1].offset + 1 >= ends[tp]:
+            # Checked by position, not by the last record returned: the tail may be records
+            # getmany never returns (transaction markers), and getmany may hand out part of a
+            # fetched batch.
+            for tp in list(remaining):
+                if await _caught_up(consumer, tp, ends[tp]):
                     remaining.discard(tp)
     finally:
         consumer.unsubscribe()
     result.states = {p: PartitionState(p, entries[p]) for p in partitions}
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
+    """The position reached both the end offset taken at the start and the last fetch's high
+    watermark. No cut at the end offset: records past it were written before the restore began
+    (the Tansu test broker reports the end of a multi-record batch as its base offset + 1, its
+    fetch high watermark is right); nobody writes here meanwhile."""
+    highwater: int | None = consumer.highwater(tp)
+    position: int = await consumer.position(tp)
+    return position >= max(end, highwater or 0)
 
 
 def _apply(
