@@ -132,6 +132,37 @@ async def test_a_stalled_body_is_answered_408_within_the_read_timeout(ingress, i
     assert await record_count(ingress_settings) == 0
 
 
+async def test_a_sender_hanging_up_mid_body_is_client_gone_not_an_internal_error(
+    ingress, ingress_settings, caplog
+):
+    """A connection closed halfway through the body is a network hiccup: counted and logged as
+    `client_gone` (a warning without a traceback), never `internal_error`; nothing written."""
+    caplog.set_level(logging.INFO, logger="worker.ingress")
+    _, body = signed_notify()
+    _, writer = await asyncio.open_connection("127.0.0.1", ingress.port)
+    writer.write(
+        f"POST {NOTIFY_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[: len(body) // 2]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    await wait_for_count(ingress, "client_gone")
+    assert ingress.metrics.count("internal_error") == 0
+    [line] = [
+        r for r in caplog.records if r.name == "worker.ingress" and r.getMessage() == "notify"
+    ]
+    assert (line.levelno, line.outcome, line.status) == (logging.WARNING, "client_gone", 499)  # type: ignore[attr-defined]
+    assert not any(r.exc_info for r in caplog.records if r.name == "worker.ingress")
+    assert await record_count(ingress_settings) == 0
+
+
+async def wait_for_count(ingress, outcome: str, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while ingress.metrics.count(outcome) < 1:  # noqa: ASYNC110 - polling a metric
+            await asyncio.sleep(0.01)
+
+
 async def test_the_same_notify_ten_times_is_acknowledged_ten_times(ingress, ingress_settings, http):
     """Repeated deliveries all get `success` and are all written: deduplication happens downstream."""
     trade_id, body = signed_notify()

@@ -164,7 +164,7 @@ class _NotifyHandler:
             outcome, status = exc.reason, exc.status
             extra = {"detail": str(exc)}
         except asyncio.CancelledError:
-            outcome = "cancelled"  # shutdown grace ran out or the client went away
+            outcome = "cancelled"  # the shutdown grace ran out
             raise
         except Exception:
             log.exception("notify handler failed")
@@ -214,6 +214,11 @@ class _NotifyHandler:
         except TimeoutError:
             raise NotifyRejected(
                 Reason.READ_TIMEOUT, f"body not received within {self._read_timeout:g} s"
+            ) from None
+        except ConnectionError:
+            # The sender hung up mid-body (a network hiccup, not a bug): it will deliver again.
+            raise NotifyRejected(
+                Reason.CLIENT_GONE, f"connection closed after {size} body bytes"
             ) from None
         return b"".join(chunks)
 

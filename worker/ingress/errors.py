@@ -37,6 +37,7 @@ class Reason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     BODY_TOO_LARGE = "body_too_large"
     READ_TIMEOUT = "read_timeout"
+    CLIENT_GONE = "client_gone"
 
     @property
     def status(self) -> int:
@@ -55,6 +56,9 @@ _STATUS: dict[Reason, int] = {
     Reason.BAD_SIGNATURE: 403,
     Reason.BODY_TOO_LARGE: 413,
     Reason.READ_TIMEOUT: 408,
+    # The connection closed before the body was complete: nothing can be answered; 499 (the
+    # "client closed request" of common proxies) is what the log line and the metric say.
+    Reason.CLIENT_GONE: 499,
 }
 
 

@@ -25,7 +25,7 @@ OUTCOMES: tuple[str, ...] = (
     PublishTimeout.reason,
     PublishError.reason,
     "internal_error",
-    "cancelled",  # no answer at all: shutdown grace ran out or the client went away
+    "cancelled",  # no answer at all: the shutdown grace ran out
 )
 
 # Produce latency on a local broker is a few ms; the tail up to the 4.5 s deadline matters too.
