@@ -44,14 +44,21 @@ class TopicInfo:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic with its layout; changelogs are compacted and co-partitioned with their input."""
+    """Every topic with its layout; changelogs are compacted and co-partitioned with their input.
+
+    With replicas, `min.insync.replicas` is min(2, replication factor): an acks=all write (the
+    ingress's `success`, every event and state write) is then on at least two brokers, not on a
+    leader alone (Kafka's default of 1) that could be lost with it.
+    """
     compacted = {settings.pooul_topic_trade_state, settings.pooul_topic_order_state}
+    replicas = settings.pooul_topic_replication_factor
+    durability = {"min.insync.replicas": str(min(2, replicas))} if replicas > 1 else {}
     return [
         TopicSpec(
             name=name,
             partitions=settings.pooul_topic_partitions,
-            replication_factor=settings.pooul_topic_replication_factor,
-            configs=dict(_COMPACTED) if name in compacted else {},
+            replication_factor=replicas,
+            configs={**(_COMPACTED if name in compacted else {}), **durability},
         )
         for name in settings.topics().values()
     ]
