@@ -6,7 +6,7 @@ operators, `deploy/` and later components rely on them. Tests build `Settings(..
 with keyword arguments.
 
     settings = load_settings()                  # from the environment, fails fast with the variable name
-    settings = Settings(pooul_merchant_keys={"888": "k"}, kafka_bootstrap_servers="127.0.0.1:9092")
+    settings = Settings(pooul_merchant_keys='{"888": "k"}', kafka_bootstrap_servers="127.0.0.1:9092")
 """
 
 from __future__ import annotations

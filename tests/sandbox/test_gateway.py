@@ -143,11 +143,19 @@ async def test_missing_required_fields_get_103_naming_the_field(sandbox, http):
 
 
 async def test_invalid_values_get_103_naming_the_field(sandbox, http):
-    """Bad amounts, over-long ids and relative notify URLs are refused with 103 naming the field."""
+    """Bad amounts, over-long ids and notify URLs that are relative, unparseable or could never
+    be called are refused with 103 naming the field (never a raw HTTP 500)."""
     cases: dict[str, list[Any]] = {
         "total_fee": [0, -5, 1.5, "12.00", True],
         "mch_trade_id": ["x" * 33],
-        "notify_url": ["/pooul/notify", "ftp://example.com/n", "http://e.com/" + "a" * 250],
+        "notify_url": [
+            "/pooul/notify",
+            "ftp://example.com/n",
+            "http://e.com/" + "a" * 250,
+            "http://[bad/x",  # not parseable
+            "http://example.com:99999/n",  # no such port
+            "http://" + "h" * 64 + ".example/n",  # a host label longer than 63
+        ],
         "time_expire": ["tomorrow", 123],
         "nonce_str": ["n" * 33],
     }

@@ -39,6 +39,7 @@ DEMO_MERCHANTS: tuple[str, ...] = ("888100000000101", "888100000000102", "888100
 
 # Roles started after the broker, in start order; stopped in reverse.
 ROLES: tuple[str, ...] = ("sandbox", "ingress", "orders", "trades")
+_WORKERS = frozenset({"orders", "trades"})  # stopped first, before what they call
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +119,16 @@ class DevStack:
         )
         self.env = self._child_env(settings)
         # The settings every in-process client of the stack (topics, demo) uses.
+        # Fields the children do not inherit (a real cluster's client settings) take their
+        # defaults here too, not this process's environment.
         values: dict[str, Any] = {
-            k.lower(): v for k, v in self.env.items() if k.lower() in Settings.model_fields
+            name: field.get_default(call_default_factory=True)
+            for name, field in Settings.model_fields.items()
+            if name.startswith("kafka_") or name == "pooul_topic_replication_factor"
         }
+        values.update(
+            (k.lower(), v) for k, v in self.env.items() if k.lower() in Settings.model_fields
+        )
         self.settings = Settings(**values, pooul_merchant_keys_file=None)
         self._broker = ChildProcess(
             name="broker",
@@ -140,10 +148,14 @@ class DevStack:
 
     def _child_env(self, settings: Settings) -> dict[str, str]:
         options = self._options
+        # Nothing of a real cluster's client settings reaches the children: the embedded broker
+        # is plaintext, single-node and rejects aiokafka's idempotent producer.
         inherited = {
             key: value
             for key, value in os.environ.items()
-            if not key.upper().startswith(("POOUL_MERCHANT_KEYS", "KAFKA_BOOTSTRAP"))
+            if not key.upper().startswith(
+                ("POOUL_MERCHANT_KEYS", "KAFKA_", "POOUL_TOPIC_REPLICATION_FACTOR")
+            )
         }
         return {
             "POOUL_FETCH_MAX_WAIT_MS": str(EMBEDDED_FETCH_MAX_WAIT_MS),
@@ -227,14 +239,18 @@ class DevStack:
             child.check()
 
     async def stop(self) -> list[str]:
-        """Stop the roles (in parallel, SIGTERM then SIGKILL), then the broker; twice is harmless.
+        """Stop the workers, then the ingress and sandbox (each wave in parallel, SIGTERM then
+        SIGKILL), then the broker; twice is harmless. The workers drain first, while the
+        sandbox they query and the broker they commit to are still there.
 
         Returns the names of children still running afterwards (empty unless a kill failed).
         """
-        await asyncio.gather(
-            *(child.stop(grace=self._grace) for child in reversed(self._children)),
-            return_exceptions=True,
-        )
+        workers = [child for child in self._children if child.name in _WORKERS]
+        edge = [child for child in self._children if child.name not in _WORKERS]
+        for wave in (workers, edge):
+            await asyncio.gather(
+                *(child.stop(grace=self._grace) for child in wave), return_exceptions=True
+            )
         await self._broker.stop(grace=self._grace)
         return [child.name for child in self.processes if child.running]
 

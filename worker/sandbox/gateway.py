@@ -241,10 +241,19 @@ def _positive_fen(value: Any) -> int:
 
 
 def _notify_url(value: str) -> str:
+    """An absolute http(s) URL the notifier can really call: a bad host or port is refused
+    here (103), not discovered at delivery time."""
     if len(value) > 255:
         raise _invalid("notify_url", "at most 255 characters")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0-65535
+        host = parts.hostname
+        if host:
+            host.encode("idna")  # raises UnicodeError for an empty or over-long label
+    except (ValueError, UnicodeError) as exc:
+        raise _invalid("notify_url", f"not a usable URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise _invalid("notify_url", "an absolute http(s) URL is required")
     return value
 

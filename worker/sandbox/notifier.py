@@ -169,6 +169,8 @@ class Notifier:
             outcome, error = "timeout", "no answer within the deadline"
         except aiohttp.ClientError as exc:
             outcome, error = "connection_error", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # e.g. a host the resolver cannot encode: still one failed try
+            outcome, error = "connection_error", f"{type(exc).__name__}: {exc}"
         attempt = DeliveryAttempt(
             delivery=delivery,
             copy=copy,
