@@ -247,3 +247,28 @@ async def test_one_log_line_per_notify_without_secrets(ingress, http, caplog):
         text = str(record.__dict__)
         assert MERCHANT_KEY not in text and OTHER_MERCHANT_KEY not in text
         assert not any(s in text for s in signatures)
+
+
+async def test_a_notify_signed_over_number_text_parsing_rewrites_is_accepted(
+    ingress, ingress_settings, http
+):
+    """`"point_amount": 0.10` reads as 0.1; signed over the text the platform sent, the notify
+    still verifies (the signature is checked over `data` as received) and is written intact."""
+    import hashlib
+
+    data = {**notify_data(), "point_amount": "__NUMBER__"}
+    text_pairs = [
+        (name, "0.10" if name == "point_amount" else str(value))
+        for name, value in data.items()
+        if value is not None
+    ]
+    canonical = "&".join(f"{n}={t}" for n, t in sorted(text_pairs) if t != "")
+    signature = hashlib.md5(f"{canonical}&key={MERCHANT_KEY}".encode()).hexdigest().upper()
+    body = orjson.dumps({"code": 0, "data": data, "sign": signature}).replace(
+        b'"__NUMBER__"', b"0.10"
+    )
+    assert await post(http, ingress.url, body) == (200, "success", "text/plain")
+    [record] = await topic_records(ingress_settings)
+    assert parse_trade_signal(record.value).body == body.decode()  # type: ignore[union-attr]
+    tampered = body.replace(b"0.10", b"0.20")
+    assert (await post(http, ingress.url, tampered))[:2] == (403, "fail")

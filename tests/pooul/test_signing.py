@@ -72,3 +72,47 @@ def test_rotation_accepts_any_active_key():
     assert verify_any(VECTOR, signature, ["new", "old"])
     assert not verify_any(VECTOR, signature, ["new"])
     assert not verify_any(VECTOR, signature, [])
+
+
+def _signed_as_text(pairs: list[tuple[str, str]], key: str) -> str:
+    """An independent signer working on the sender's own text (no JSON parsing at all)."""
+    import hashlib
+
+    canonical = "&".join(f"{name}={text}" for name, text in sorted(pairs))
+    return hashlib.md5(f"{canonical}&key={key}".encode()).hexdigest().upper()
+
+
+def test_numbers_are_verified_as_sent_when_parsing_rewrote_them():
+    """`0.10`, `1e2` and a 24-digit integer parse to 0.1, 100.0 and a float: a signature over
+    the sender's text still verifies (second pass over the numbers as spelt in the body); the
+    key is still needed, and a changed number still fails."""
+    import orjson
+
+    from worker.pooul.signing import verify_any_received
+
+    pairs = [
+        ("trade_id", "T1"),
+        ("point_amount", "0.10"),
+        ("rate", "1e2"),
+        ("big", "123456789012345678901234"),
+        ("total_fee", "12"),
+    ]
+    signature = _signed_as_text(pairs, "k")
+    data_text = ", ".join(
+        f'"{name}": {text}' if name != "trade_id" else f'"{name}": "{text}"' for name, text in pairs
+    )
+    body = ('{"code": 0, "data": {' + data_text + '}, "sign": "' + signature + '"}').encode()
+    data = orjson.loads(body)["data"]
+    assert not verify_any(data, signature, ["k"])  # parsing rewrote the numbers
+    assert verify_any_received(data, body, signature, ["k"])
+    assert not verify_any_received(data, body, signature, ["other-key"])
+    tampered = body.replace(b"0.10", b"0.11")
+    assert not verify_any_received(orjson.loads(tampered)["data"], tampered, signature, ["k"])
+
+
+def test_no_second_pass_without_rewritten_numbers():
+    """Integers and strings come back exactly: a bad signature is simply bad (one pass)."""
+    from worker.pooul.signing import verify_any_received
+
+    body = b'{"code": 0, "data": {"trade_id": "T1", "total_fee": 12}, "sign": "00"}'
+    assert not verify_any_received({"trade_id": "T1", "total_fee": 12}, body, "00", ["k"])

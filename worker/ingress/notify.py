@@ -17,7 +17,7 @@ import orjson
 
 from schemas.signals import KIND_HEADER, MERCHANT_HEADER
 from worker.ingress.errors import NotifyRejected, Reason
-from worker.pooul.signing import verify_any
+from worker.pooul.signing import verify_any_received
 from worker.settings import MerchantKeys
 
 __all__ = [
@@ -92,7 +92,7 @@ def verify_notify(body: bytes, *, keys: MerchantKeys) -> VerifiedNotify:
             merchant_id=merchant_id,
             trade_id=_claimed_trade_id(data),
         )
-    if not verify_any(data, signature, merchant_keys):
+    if not verify_any_received(data, body, signature, merchant_keys):
         raise NotifyRejected(
             Reason.BAD_SIGNATURE,
             "`sign` does not match `data` under any active key",

@@ -33,7 +33,7 @@ from worker.pooul.errors import (
     TransportError,
     platform_error,
 )
-from worker.pooul.signing import sign, verify_any
+from worker.pooul.signing import sign, verify_any_received
 from worker.settings import MerchantKeys, Settings
 
 __all__ = ["CLOSE_PATH", "PAY_PATH", "QUERY_PATH", "PooulClient", "new_nonce"]
@@ -161,7 +161,7 @@ class PooulClient:
             raise platform_error(envelope.code, envelope.msg, envelope.data)
         data = envelope.data or {}
         keys = self._keys.verification_keys(merchant_id)
-        if not envelope.sign or not verify_any(data, envelope.sign, keys):
+        if not envelope.sign or not verify_any_received(data, raw, envelope.sign, keys):
             raise ResponseSignatureError(
                 f"response of {path} for merchant {merchant_id} not verified"
             )
