@@ -132,3 +132,30 @@ def test_stored_entries_leave_the_garbage_collector_and_read_back_fresh() -> Non
     read.value["phase"] = "changed"
     assert state.get(b"k", now=0.0) == StateEntry(value, 10.0, 20.0)
     assert state.due_timers(now=15.0, limit=10) == [(b"k", 10.0)]
+
+
+def test_heaps_hold_about_one_item_per_key_however_often_keys_are_written() -> None:
+    """Every write pushes a timer and an expiry item; superseded ones are dropped once a heap
+    outgrows twice the entries, so 100 keys written 100 times each do not keep 10,000 items,
+    and only the current timers and expiries come due."""
+    state = PartitionState(0)
+    for round_ in range(100):
+        for k in range(100):
+            state.put(
+                b"k%d" % k,
+                StateEntry({"r": round_}, wake_at=1000.0 + round_, expires_at=9e9 - round_),
+            )
+    assert len(state._timers) <= 2 * 100 + 1024 + 1
+    assert len(state._expiries) <= 2 * 100 + 1024 + 1
+    due = state.due_timers(now=2000.0, limit=10_000)
+    assert sorted(due) == sorted((b"k%d" % k, 1099.0) for k in range(100))
+
+
+def test_compaction_never_brings_back_a_timer_already_taken() -> None:
+    """A timer popped as due (queued, not yet run) is not re-indexed by a later compaction."""
+    state = PartitionState(0)
+    state.put(b"taken", StateEntry({}, wake_at=10.0))
+    assert state.due_timers(now=10.0, limit=10) == [(b"taken", 10.0)]
+    for n in range(3000):  # enough writes of other keys to compact the timer heap
+        state.put(b"other", StateEntry({"n": n}, wake_at=1e9 + n))
+    assert state.due_timers(now=10.0, limit=10) == []

@@ -117,6 +117,11 @@ def _stored(entry: StateEntry, encoded: bytes | None = None) -> Stored:
     return (bytes(memoryview(raw)), entry.wake_at, entry.expires_at)
 
 
+# A heap is compacted when it holds more than this many items per entry (plus the slack).
+_COMPACT_FACTOR = 2
+_COMPACT_SLACK = 1024
+
+
 class PartitionState:
     """The entries of one partition with timer and expiry heaps of `(time, key)`."""
 
@@ -172,8 +177,30 @@ class PartitionState:
         self._entries[key] = _stored(entry, encoded)
         if entry.wake_at is not None:
             heapq.heappush(self._timers, (entry.wake_at, key))
+            if len(self._timers) > _COMPACT_FACTOR * len(self._entries) + _COMPACT_SLACK:
+                self._timers = self._current(self._timers, slot=1)
         if entry.expires_at is not None:
             heapq.heappush(self._expiries, (entry.expires_at, key))
+            if len(self._expiries) > _COMPACT_FACTOR * len(self._entries) + _COMPACT_SLACK:
+                self._expiries = self._current(self._expiries, slot=2)
+
+    def _current(self, heap: list[tuple[float, bytes]], *, slot: int) -> list[tuple[float, bytes]]:
+        """`heap` without its stale items (superseded or deleted entries) and duplicates.
+
+        Every write pushes an item and stale ones only leave when they come due — with
+        week-long expiries that would be one item per write, not per key. Nothing is added
+        here, so a timer already popped (queued, not yet run) cannot come back.
+        """
+        entries = self._entries
+        seen: set[bytes] = set()
+        kept: list[tuple[float, bytes]] = []
+        for at, key in heap:
+            entry = entries.get(key)
+            if entry is not None and entry[slot] == at and key not in seen:
+                seen.add(key)
+                kept.append((at, key))
+        heapq.heapify(kept)
+        return kept
 
     def delete(self, key: bytes) -> None:
         """Apply an acknowledged tombstone."""
