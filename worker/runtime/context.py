@@ -15,7 +15,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAuthorizationFailedError,
+)
 
 from worker.runtime.errors import RemoteUnavailable, UsageError
 from worker.runtime.record import Record
@@ -60,9 +65,11 @@ class Outputs:
     ) -> None:
         """Write and await the acks=all acknowledgement.
 
-        Broker unavailable (timeouts, connection loss, leader changes: retriable errors) →
-        RemoteUnavailable. A rejection (record too large, not authorised) propagates as is: it
-        is retried like any error, then dead-lettered with its name in the detail.
+        Broker unavailable (timeouts, connection loss, leader changes: retriable errors) or
+        this service not authorised to write there (an ACL mistake: every record would fail
+        alike, so they wait for the fix behind the circuit breaker rather than all going to
+        dead letters) → RemoteUnavailable. Another rejection (a record too large) propagates
+        as is: it is retried like any error, then dead-lettered with its name in the detail.
         """
         try:
             await self.producer.send_and_wait(
@@ -70,6 +77,8 @@ class Outputs:
             )
         except (KafkaTimeoutError, TimeoutError) as exc:
             raise RemoteUnavailable(f"kafka_unavailable: {type(exc).__name__}: {exc}") from exc
+        except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+            raise RemoteUnavailable(f"kafka_not_authorised: {type(exc).__name__}: {exc}") from exc
         except KafkaError as exc:
             if not exc.retriable:
                 raise
