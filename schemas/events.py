@@ -78,7 +78,9 @@ class PaymentEventData(BaseModel):
     total_fee: int = Field(description="amount in fen", json_schema_extra={"unit": "fen"})
     currency: str = "CNY"
     paid_at: UtcTime | None = Field(
-        default=None, description="the platform's completion time (`time_end`)"
+        default=None,
+        description="when the buyer paid (`time_end`), for a paid trade and the states that "
+        "follow a payment (refund requested, reversed, revoked); null otherwise",
     )
     buyer_logon_id: str | None = None
     buyer_user_id: str | None = None
@@ -110,6 +112,10 @@ class PaymentEvent(BaseModel):
     source: str = Field(description="URI reference: this service and the merchant")
     type: EventType
     subject: str = Field(description="mch_trade_id")
-    time: UtcTime = Field(description="the platform's completion time, else the confirmation time")
+    time: UtcTime = Field(
+        description="the platform's completion time (`time_end`) of a paid, failed or closed "
+        "trade, else (none given, or a refund/reversal/revocation, whose own time the query "
+        "does not tell) the confirmation time"
+    )
     datacontenttype: Literal["application/json"] = EVENT_DATACONTENTTYPE
     data: PaymentEventData

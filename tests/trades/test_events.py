@@ -162,3 +162,18 @@ def test_event_json_schema_exports() -> None:
     """The model has a JSON Schema naming the CloudEvents attributes (exported by the stack)."""
     schema = PaymentEvent.model_json_schema(mode="serialization")
     assert {"id", "source", "type", "subject", "time", "data"} <= set(schema["required"])
+
+
+def test_times_of_a_refund_reversal_or_revocation_are_not_the_payments() -> None:
+    """`time_end` is the payment's completion: it is `paid_at` of a paid trade and of what
+    follows a payment, but the event time of a refund requested / reversed / revoked trade is
+    the confirmation time (the query does not tell theirs); a failed trade has no `paid_at`."""
+    paid = build(0)
+    assert paid.time == paid.data.paid_at != CONFIRMED_AT
+    for state in (1, 4, 5):
+        later = build(state)
+        assert later.data.paid_at == paid.data.paid_at
+        assert later.time == CONFIRMED_AT
+    failed = build(7)
+    assert failed.data.paid_at is None
+    assert failed.time == paid.time  # when the attempt completed

@@ -65,6 +65,12 @@ def _fund_bills(answer: QueryData) -> list[FundBill] | None:
         return None
 
 
+# States that follow a payment: the query tells their state, not when they happened.
+_FOLLOWS_PAYMENT: Final = frozenset(
+    {TradeState.REFUND_REQUESTED, TradeState.REVERSED, TradeState.REVOKED}
+)
+
+
 def _paid_at(answer: QueryData) -> datetime | None:
     try:
         return parse_platform_time(answer.time_end)
@@ -98,7 +104,11 @@ def build_event(
     if total_fee is None:
         raise ValueError(f"trade {answer.trade_id}: no total_fee in the answer or the order")
     confirmed_at = confirmed_at.astimezone(UTC)
-    paid_at = _paid_at(answer)
+    # `time_end` is when the payment (or the failed attempt) completed: the payment time of a
+    # paid trade and of what follows it, never a refund's or a revocation's own time.
+    completed_at = _paid_at(answer)
+    paid_at = completed_at if state is TradeState.PAID or state in _FOLLOWS_PAYMENT else None
+    happened_at = None if state in _FOLLOWS_PAYMENT else completed_at
     data = PaymentEventData(
         merchant_id=answer.merchant_id,
         mch_trade_id=mch_trade_id,
@@ -126,7 +136,7 @@ def build_event(
         source=event_source(source_base, answer.merchant_id),
         type=event_type,
         subject=mch_trade_id,
-        time=paid_at or confirmed_at,
+        time=happened_at or confirmed_at,
         data=data,
     )
 

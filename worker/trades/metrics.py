@@ -87,7 +87,7 @@ class TradesMetrics:
         )
         self.query_errors = Counter(
             "pooul_trades_query_errors",
-            "Failed query/close calls, by error class.",
+            "Failed queries, by error class.",
             ["error"],
             registry=r,
         )
