@@ -80,3 +80,58 @@ async def test_timers_fire_after_a_restart_on_another_worker(
     assert all(
         latest[key] is not None and decode_entry(latest[key]).wake_at is None for key in keys
     ), "fired timers were not cleared in the changelog"
+
+
+class FailingTimer:
+    """Every record schedules an immediate timer; the timer of `doomed` always fails."""
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.fired: list[tuple[bytes, int]] = []
+
+    async def handle(self, record: Record, ctx: KeyContext) -> None:
+        await ctx.set_state({"n": record.offset}, wake_at=time.time())
+        self.handled += 1
+
+    async def on_timer(self, ctx: KeyContext) -> None:
+        self.fired.append((ctx.key, ctx.attempt))
+        if ctx.key == b"doomed":
+            raise Retry("never works")
+
+
+async def test_a_timer_that_fails_for_good_is_dead_lettered_and_cleared(
+    make_runtime_settings: RuntimeSettingsFactory,
+) -> None:
+    """After POOUL_MAX_ATTEMPTS the firing becomes a `timer` dead letter (value = the key's
+    state, no offset), the key's timer is cleared (it does not fire again) and its state kept;
+    the other key's timer is unaffected."""
+    from schemas.dead_letter import parse_dead_letter
+
+    settings = await make_runtime_settings(pooul_max_attempts=2)
+    topic, state_topic = settings.pooul_topic_trade_signals, settings.pooul_topic_trade_state
+    await produce(settings, topic, [(b"doomed", b"x"), (b"fine", b"y")], partition=0)
+    handler = FailingTimer()
+    async with StreamProcessor(
+        settings=settings,
+        topic=topic,
+        group_id=gid(settings, "timer-dl"),
+        handler=handler,
+        state_topic=state_topic,
+        name="w",
+    ):
+        await wait_until(lambda: handler.fired.count((b"doomed", 2)) == 1, what="both attempts")
+        await asyncio.sleep(0.5)  # a timer left set would fire again within this
+    assert sorted(handler.fired) == [(b"doomed", 1), (b"doomed", 2), (b"fine", 1)]
+    letters = [parse_dead_letter(r.value) for r in await read_topic(settings, settings.pooul_topic_dead_letters)]  # fmt: skip
+    [letter] = letters
+    assert (letter.kind, letter.outcome, letter.reason, letter.attempts) == (
+        "timer",
+        "retries_exhausted",
+        "never works",
+        2,
+    )
+    assert letter.source_offset is None and letter.key is not None
+    assert letter.key.to_bytes() == b"doomed"
+    latest = {r.key: r.value for r in await read_topic(settings, state_topic)}
+    doomed = decode_entry(latest[b"doomed"])
+    assert doomed.value == {"n": 0} and doomed.wake_at is None
