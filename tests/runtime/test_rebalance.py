@@ -130,3 +130,61 @@ async def test_leave_and_rejoin_keeps_state_and_loses_nothing(
         assert decode_entry(value).value == {"n": len(offsets), "last": offsets[-1]}, (
             f"{key!r}: the count restarted, so state was not restored on the new owner"
         )
+
+
+class StuckInA(NoTimers):
+    """In worker `a` every record blocks (a handler hung past the revoke grace); anywhere else
+    it is handled at once."""
+
+    def __init__(self, name: str, done: dict[int, str], cancelled: list[int]) -> None:
+        self.name = name
+        self.done = done
+        self.cancelled = cancelled
+
+    async def handle(self, record: Record, ctx: KeyContext) -> None:
+        if self.name == "a":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(record.partition)
+                raise
+        self.done[record.partition] = self.name
+
+
+async def test_a_handler_past_the_revoke_grace_is_cancelled_and_redone_by_the_next_owner(
+    make_runtime_settings: RuntimeSettingsFactory,
+) -> None:
+    """When `b` joins, `a` gives up the partitions it loses: their hung handler calls are
+    cancelled once POOUL_REVOKE_GRACE ran out, nothing is committed past them, and `b` handles
+    those records."""
+    settings = await make_runtime_settings(pooul_revoke_grace=0.5)
+    topic = settings.pooul_topic_order_requests
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for partition in range(settings.pooul_topic_partitions):
+            await producer.send_and_wait(topic, b"x", key=b"k%d" % partition, partition=partition)
+    finally:
+        await producer.stop()
+    done: dict[int, str] = {}
+    cancelled: list[int] = []
+
+    def worker(name: str) -> StreamProcessor:
+        return StreamProcessor(
+            settings=settings,
+            topic=topic,
+            group_id=gid(settings, "grace"),
+            handler=StuckInA(name, done, cancelled),
+            name=name,
+        )
+
+    async with worker("a") as a:
+        await wait_until(lambda: a.snapshot().in_flight == 4, what="a stuck on every partition")
+        async with worker("b") as b:
+            await wait_until(lambda: len(b.assigned_partitions()) > 0, what="b to get partitions")
+            moved = set(b.assigned_partitions())
+            await wait_until(lambda: set(done) == moved, what="b to redo the moved records")
+            # b got those records at all: a committed nothing past its cancelled calls.
+            assert set(cancelled) >= moved
+            assert set(a.assigned_partitions()).isdisjoint(moved)
+    assert {done[p] for p in moved} == {"b"}
