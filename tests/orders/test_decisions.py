@@ -170,3 +170,17 @@ def test_state_keeps_orders_per_merchant():
         is None
     )
     assert retain_until(state, retention=60) == NOW + 10 * TTL + 60
+
+
+def test_a_pay_answer_about_another_order_is_not_taken():
+    """A verified answer naming another mch_trade_id or merchant is not this request's order;
+    ids the answer leaves out are not held against it."""
+    from worker.orders.decisions import response_mismatch
+
+    def answer(**fields) -> OrderResponseData:
+        return OrderResponseData.model_validate({"trade_id": "P1", **fields})
+
+    assert response_mismatch(request(), answer(mch_trade_id="T1", merchant_id=MERCHANT)) is None
+    assert response_mismatch(request(), answer()) is None
+    assert "mch_trade_id T2" in (response_mismatch(request(), answer(mch_trade_id="T2")) or "")
+    assert "merchant 999" in (response_mismatch(request(), answer(merchant_id="999")) or "")

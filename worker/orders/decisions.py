@@ -14,7 +14,7 @@ from schemas.pooul import OrderResponseData, QueryData
 from schemas.trade_state import TradeState
 from worker.orders.state import StoredOrder
 
-__all__ = ["Conflict", "check_repeat", "new_order", "recover_order"]
+__all__ = ["Conflict", "check_repeat", "new_order", "recover_order", "response_mismatch"]
 
 # Orders that ended without a payment: a 107 naming one cannot be answered `created`.
 _ENDED_UNPAID = frozenset(
@@ -47,6 +47,17 @@ def new_order(
         created_at=now,
         expires_at=_expires_at(request, created_at=now, default_ttl=default_ttl),
     )
+
+
+def response_mismatch(request: OrderRequest, response: OrderResponseData) -> str | None:
+    """Why a verified unified-order answer is not about this request (it names another
+    `mch_trade_id` or merchant), or None. Such an answer is not trusted; the next attempt gets
+    107 and the query decides whose order it is."""
+    if response.mch_trade_id is not None and response.mch_trade_id != request.mch_trade_id:
+        return f"the answer names mch_trade_id {response.mch_trade_id}, not {request.mch_trade_id}"
+    if response.merchant_id is not None and response.merchant_id != request.merchant_id:
+        return f"the answer names merchant {response.merchant_id}, not {request.merchant_id}"
+    return None
 
 
 def check_repeat(stored: StoredOrder, request: OrderRequest) -> Conflict | None:

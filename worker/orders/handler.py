@@ -30,7 +30,13 @@ from schemas.codes import ResultCode
 from schemas.orders import OrderCreated, OrderFailed, OrderRejected, OrderRequest
 from schemas.pooul import OrderResponseData, QueryData
 from schemas.signals import REQUEST_ID_HEADER
-from worker.orders.decisions import Conflict, check_repeat, new_order, recover_order
+from worker.orders.decisions import (
+    Conflict,
+    check_repeat,
+    new_order,
+    recover_order,
+    response_mismatch,
+)
 from worker.orders.metrics import OrdersMetrics
 from worker.orders.requests import (
     Invalid,
@@ -197,6 +203,10 @@ class OrdersHandler:
             return await self._recover(request, ctx, requested_at=requested_at), "recovered"
         except PooulError as exc:
             raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+        mismatch = response_mismatch(request, response)
+        if mismatch is not None:
+            malformed = MalformedResponse(f"pay: {mismatch}")
+            raise self._steer(malformed, request, ctx, requested_at=requested_at) from None
         return new_order(request, response, now=self._clock(), default_ttl=self._default_ttl), "new"
 
     async def _recover(
