@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-__all__ = ["Fen", "YuanAsFen", "fen_from_yuan", "parse_fen"]
+__all__ = ["Fen", "LenientFen", "LenientYuanAsFen", "YuanAsFen", "fen_from_yuan", "parse_fen"]
+
+_MAX_YUAN_DIGITS = 15  # `Decimal.adjusted()` of the largest accepted amount
 
 
 def parse_fen(value: Any) -> int:
@@ -36,9 +39,10 @@ def fen_from_yuan(value: Any) -> int:
     text = str(value).strip()
     try:
         amount = Decimal(text) if text.isascii() else None
-    except InvalidOperation:
+    except (InvalidOperation, ArithmeticError):  # e.g. "1e999999" overflows the context
         amount = None
-    if amount is None or not amount.is_finite():
+    # Finite, and below 10^16 yuan (a huge exponent would otherwise make a million-digit int).
+    if amount is None or not amount.is_finite() or amount.adjusted() > _MAX_YUAN_DIGITS:
         raise ValueError(f"not a yuan amount: {value!r}")
     if amount < 0:
         raise ValueError(f"an amount cannot be negative, got {value!r}")
@@ -48,5 +52,23 @@ def fen_from_yuan(value: Any) -> int:
     return int(fen)
 
 
+def _or_none(parse: Callable[[Any], int]) -> Callable[[Any], int | None]:
+    def lenient(value: Any) -> int | None:
+        try:
+            return parse(value)
+        except ValueError:
+            return None
+
+    return lenient
+
+
 Fen = Annotated[int, BeforeValidator(parse_fen), Field(json_schema_extra={"unit": "fen"})]
 YuanAsFen = Annotated[int, BeforeValidator(fen_from_yuan), Field(json_schema_extra={"unit": "fen"})]
+# For amounts no decision reads (coupon, buyer-paid, invoice… amounts): an odd value is left out
+# (None) instead of making a whole verified answer unreadable.
+LenientFen = Annotated[
+    int | None, BeforeValidator(_or_none(parse_fen)), Field(json_schema_extra={"unit": "fen"})
+]
+LenientYuanAsFen = Annotated[
+    int | None, BeforeValidator(_or_none(fen_from_yuan)), Field(json_schema_extra={"unit": "fen"})
+]

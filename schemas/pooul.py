@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from schemas.money import Fen, YuanAsFen, fen_from_yuan
+from schemas.money import Fen, LenientFen, LenientYuanAsFen, fen_from_yuan
 from schemas.trade_state import TradeState
 
 __all__ = [
@@ -171,12 +171,12 @@ class QueryData(NotifyData):
     """`data` of an order query: the source of truth for a trade's state."""
 
     mch_trade_id: Text | None = None  # type: ignore[assignment]
-    coupon_fee: Fen | None = None
+    coupon_fee: LenientFen = None
     bank_billno: str | None = None
-    buyer_pay_amount: YuanAsFen | None = None
-    invoice_amount: YuanAsFen | None = None
-    point_amount: YuanAsFen | None = None
-    receipt_amount: YuanAsFen | None = None
+    buyer_pay_amount: LenientYuanAsFen = None
+    invoice_amount: LenientYuanAsFen = None
+    point_amount: LenientYuanAsFen = None
+    receipt_amount: LenientYuanAsFen = None
 
 
 class FundBill(BaseModel):

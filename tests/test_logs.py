@@ -212,3 +212,12 @@ def test_log_line_takes_the_ordinary_path_when_anything_else_listens(monkeypatch
     with _configured("text", monkeypatch) as stream:
         log_line(log, logging.WARNING, "as text", _FIELDS)
         assert "as text" in stream.getvalue() and "trade_id=T1" in stream.getvalue()
+
+
+def test_log_line_never_raises_for_a_value_the_formatter_refuses(monkeypatch) -> None:
+    """A field orjson cannot write (an integer past 64 bits) goes to the ordinary path, whose
+    handler reports the problem; the caller (a notify already answered) never sees it."""
+    log = logging.getLogger("worker.test-log-line.refused")
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # the ordinary path's report is quiet
+    with _configured("json", monkeypatch):
+        log_line(log, logging.WARNING, "notify", {"big": 2**70})

@@ -35,13 +35,14 @@ async def test_partition_mismatch_is_refused(kafka_bootstrap):
 
 
 def test_replicated_topics_require_two_in_sync_copies_for_acks_all() -> None:
-    """With replicas, every topic gets min.insync.replicas = min(2, RF), so an acks=all write
-    (the ingress's `success`) is on two brokers; changelogs stay compacted; without replicas
-    (the local broker) nothing is set."""
+    """With three replicas or more every topic gets min.insync.replicas = 2, so an acks=all
+    write (the ingress's `success`) is on two brokers and one broker may be down; with fewer
+    (two would stop writes whenever one broker is down; the local broker has one) nothing is
+    set; changelogs stay compacted."""
     from worker.settings import Settings
     from worker.topics import topic_specs
 
-    for replicas, expected in ((3, "2"), (2, "2"), (1, None)):
+    for replicas, expected in ((5, "2"), (3, "2"), (2, None), (1, None)):
         specs = topic_specs(Settings(pooul_topic_replication_factor=replicas))
         assert {s.configs.get("min.insync.replicas") for s in specs} == {expected}
         compacted = {s.name for s in specs if s.configs.get("cleanup.policy") == "compact"}

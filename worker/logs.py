@@ -200,9 +200,12 @@ def log_line(logger: logging.Logger, level: int, msg: str, fields: Mapping[str, 
         return
     formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
     level_name = _LEVEL_NAMES_BY_NUMBER.get(level) or logging.getLevelName(level).lower()
-    handler.add_line(
-        formatter.line(time.time(), level_name, logger.name, msg, fields.items()), level
-    )
+    try:
+        line = formatter.line(time.time(), level_name, logger.name, msg, fields.items())
+    except Exception:  # e.g. a value orjson refuses: the ordinary path reports it, never raises
+        logger.log(level, msg, extra=fields)
+        return
+    handler.add_line(line, level)
 
 
 _LEVEL_NAMES_BY_NUMBER = {getattr(logging, name): text for name, text in _LEVEL_NAMES.items()}

@@ -46,13 +46,15 @@ class TopicInfo:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic with its layout; changelogs are compacted and co-partitioned with their input.
 
-    With replicas, `min.insync.replicas` is min(2, replication factor): an acks=all write (the
-    ingress's `success`, every event and state write) is then on at least two brokers, not on a
-    leader alone (Kafka's default of 1) that could be lost with it.
+    With three replicas or more, `min.insync.replicas` is 2: an acks=all write (the ingress's
+    `success`, every event and state write) is then on at least two brokers, not on a leader
+    alone (Kafka's default of 1) that could be lost with it, and one broker may still be down
+    (a rolling restart). With two replicas that would stop every write while either broker is
+    down, so the cluster's default is left alone there (docs/deploy.md: use three).
     """
     compacted = {settings.pooul_topic_trade_state, settings.pooul_topic_order_state}
     replicas = settings.pooul_topic_replication_factor
-    durability = {"min.insync.replicas": str(min(2, replicas))} if replicas > 1 else {}
+    durability = {"min.insync.replicas": "2"} if replicas >= 3 else {}
     return [
         TopicSpec(
             name=name,

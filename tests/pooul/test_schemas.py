@@ -28,7 +28,21 @@ def test_yuan_in_the_forms_the_platform_uses(given: object, fen: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "given", ["Infinity", "-Infinity", "NaN", "sNaN", "-0.50", "１", "x", True, "0.123", ""]
+    "given",
+    [
+        "Infinity",
+        "-Infinity",
+        "NaN",
+        "sNaN",
+        "-0.50",
+        "１",
+        "x",
+        True,
+        "0.123",
+        "",
+        "1e999999",
+        "1E+999990",
+    ],
 )
 def test_yuan_rejects_non_finite_negative_unicode_and_sub_fen_amounts(given: object) -> None:
     """Each is a ValueError (a validation error in a model), never an OverflowError that would
@@ -53,8 +67,23 @@ def test_trade_state_rejects_booleans_unicode_digits_and_undocumented_values(giv
         _answer(trade_state=given)
 
 
-def test_a_negative_or_infinite_amount_makes_the_answer_invalid() -> None:
+def test_a_negative_total_fee_makes_the_answer_invalid() -> None:
     with pytest.raises(ValidationError):
         _answer(trade_state=0, total_fee=-12)
-    with pytest.raises(ValidationError):
-        _answer(trade_state=0, total_fee=12, buyer_pay_amount="Infinity")
+
+
+def test_odd_amounts_no_decision_reads_are_left_out_not_fatal() -> None:
+    """Coupon, buyer-paid, invoice, point and receipt amounts are informative: an odd value is
+    None, and the answer (and the paid trade's event) still goes through."""
+    answer = _answer(
+        trade_state=0,
+        total_fee=12,
+        coupon_fee=-1,
+        buyer_pay_amount="Infinity",
+        invoice_amount="1e999999",
+        point_amount="0.10",
+        receipt_amount="１",
+    )
+    assert answer.total_fee == 12
+    assert (answer.coupon_fee, answer.buyer_pay_amount, answer.invoice_amount) == (None,) * 3
+    assert (answer.point_amount, answer.receipt_amount) == (10, None)

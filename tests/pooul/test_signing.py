@@ -110,9 +110,14 @@ def test_numbers_are_verified_as_sent_when_parsing_rewrote_them():
     assert not verify_any_received(orjson.loads(tampered)["data"], tampered, signature, ["k"])
 
 
-def test_no_second_pass_without_rewritten_numbers():
-    """Integers and strings come back exactly: a bad signature is simply bad (one pass)."""
-    from worker.pooul.signing import verify_any_received
+def test_no_second_pass_without_rewritten_numbers(monkeypatch):
+    """Integers and strings come back exactly: a bad signature is simply bad, and the body is
+    not parsed a second time (that costs an unsigned caller's junk nothing extra)."""
+    from worker.pooul import signing
 
+    def second_parse(body: bytes) -> None:
+        raise AssertionError("parsed again although no number could have been rewritten")
+
+    monkeypatch.setattr(signing, "_data_as_sent", second_parse)
     body = b'{"code": 0, "data": {"trade_id": "T1", "total_fee": 12}, "sign": "00"}'
-    assert not verify_any_received({"trade_id": "T1", "total_fee": 12}, body, "00", ["k"])
+    assert not signing.verify_any_received({"trade_id": "T1", "total_fee": 12}, body, "00", ["k"])

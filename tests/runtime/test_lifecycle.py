@@ -111,3 +111,5 @@ def test_static_membership_reaches_the_consumer() -> None:
     assert options["group_instance_id"] == "trades-0"
     assert options["session_timeout_ms"] == 10_000
     assert options["rebalance_timeout_ms"] >= (20 + 10 + 20 + 5) * 1000
+    # The JoinGroup request is held while members revoke: it must outlast the rebalance.
+    assert options["request_timeout_ms"] > options["rebalance_timeout_ms"]

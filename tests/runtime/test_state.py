@@ -134,28 +134,50 @@ def test_stored_entries_leave_the_garbage_collector_and_read_back_fresh() -> Non
     assert state.due_timers(now=15.0, limit=10) == [(b"k", 10.0)]
 
 
-def test_heaps_hold_about_one_item_per_key_however_often_keys_are_written() -> None:
-    """Every write pushes a timer and an expiry item; superseded ones are dropped once a heap
-    outgrows twice the entries, so 100 keys written 100 times each do not keep 10,000 items,
-    and only the current timers and expiries come due."""
+def test_indexes_hold_about_one_item_per_key_however_often_keys_are_written() -> None:
+    """100 keys written 100 times each, their times moving later each time: about one index
+    item per key (not 10,000), and only the current timers come due."""
     state = PartitionState(0)
     for round_ in range(100):
         for k in range(100):
-            state.put(
-                b"k%d" % k,
-                StateEntry({"r": round_}, wake_at=1000.0 + round_, expires_at=9e9 - round_),
-            )
-    assert len(state._timers) <= 2 * 100 + 1024 + 1
-    assert len(state._expiries) <= 2 * 100 + 1024 + 1
+            entry = StateEntry({"r": round_}, wake_at=1000.0 + round_, expires_at=9e9 + round_)
+            state.put(b"k%d" % k, entry)
+    assert len(state._timers) == len(state._expiries) == 100
+    assert state.due_timers(now=1050.0, limit=10_000) == []  # the old times are stale
     due = state.due_timers(now=2000.0, limit=10_000)
     assert sorted(due) == sorted((b"k%d" % k, 1099.0) for k in range(100))
+    assert len(state._timers) == 0
 
 
-def test_compaction_never_brings_back_a_timer_already_taken() -> None:
-    """A timer popped as due (queued, not yet run) is not re-indexed by a later compaction."""
+def test_a_time_moved_earlier_later_cleared_or_deleted_comes_due_exactly_then() -> None:
+    """Every way a key's time changes gives exactly one firing at the current time."""
     state = PartitionState(0)
-    state.put(b"taken", StateEntry({}, wake_at=10.0))
-    assert state.due_timers(now=10.0, limit=10) == [(b"taken", 10.0)]
-    for n in range(3000):  # enough writes of other keys to compact the timer heap
-        state.put(b"other", StateEntry({"n": n}, wake_at=1e9 + n))
+    state.put(b"later", StateEntry({}, wake_at=10.0))
+    state.put(b"later", StateEntry({}, wake_at=30.0))
+    state.put(b"earlier", StateEntry({}, wake_at=30.0))
+    state.put(b"earlier", StateEntry({}, wake_at=10.0))
+    state.put(b"cleared", StateEntry({}, wake_at=10.0))
+    state.put(b"cleared", StateEntry({}, wake_at=None))
+    state.put(b"gone", StateEntry({}, wake_at=10.0))
+    state.delete(b"gone")
+    state.put(b"back", StateEntry({}, wake_at=10.0))
+    state.delete(b"back")
+    state.put(b"back", StateEntry({}, wake_at=20.0))
+    assert state.due_timers(now=15.0, limit=100) == [(b"earlier", 10.0)]
+    assert state.due_timers(now=25.0, limit=100) == [(b"back", 20.0)]
+    assert state.due_timers(now=35.0, limit=100) == [(b"later", 30.0)]
+    assert state.due_timers(now=1e9, limit=100) == []
+
+
+def test_a_key_handed_out_is_not_handed_out_again_until_written() -> None:
+    """A due timer taken (queued, not yet run) is not handed out a second time by a duplicate
+    index item; once its handler writes a new time, that time comes due."""
+    state = PartitionState(0)
+    state.put(b"k", StateEntry({}, wake_at=10.0))
+    state.put(b"k", StateEntry({"again": 1}, wake_at=None))
+    state.put(b"k", StateEntry({"again": 2}, wake_at=10.0))  # an item at 10 twice now
+    assert state.due_timers(now=10.0, limit=10) == [(b"k", 10.0)]
     assert state.due_timers(now=10.0, limit=10) == []
+    state.put(b"k", StateEntry({"next": 1}, wake_at=12.0))  # the handler's write
+    assert state.due_timers(now=12.0, limit=10) == [(b"k", 12.0)]
+    assert state.next_deadline() is None

@@ -4,7 +4,7 @@ control: an outage is retried without limit, anything a retry cannot fix is dead
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -64,3 +64,29 @@ def test_an_unreadable_entry_is_dead_lettered_not_treated_as_absent() -> None:
         handler._load(context)
     assert caught.value.reason == "unreadable_state"
     assert handler._load(SimpleNamespace(state=None)) is None  # type: ignore[arg-type]
+
+
+async def test_an_unreadable_entry_puts_its_check_off_instead_of_a_timer_dead_letter() -> None:
+    """A timer's dead letter cannot be replayed, so a reconciliation check that finds an
+    unreadable entry keeps the entry as it is, sets its next check one steady interval later,
+    and counts it."""
+    settings = Settings(pooul_merchant_keys='{"888": "k"}', pooul_reconcile_interval_max=600.0)
+    metrics = TradesMetrics(registry=CollectorRegistry())
+    handler = TradesHandler(
+        settings=settings,
+        client=PooulClient.from_settings(settings),
+        metrics=metrics,
+        clock=lambda: 1000.0,
+    )
+    writes: list[tuple[Any, float | None]] = []
+
+    class Context:
+        key = b"T1"
+        state: ClassVar[dict[str, int]] = {"v": 99}
+
+        async def set_state(self, value: Any, *, wake_at: float | None = None, **_: Any) -> None:
+            writes.append((value, wake_at))
+
+    await handler.on_timer(Context())  # type: ignore[arg-type]
+    assert writes == [({"v": 99}, 1600.0)]
+    assert metrics.registry.get_sample_value("pooul_trades_unreadable_states_total") == 1.0

@@ -236,15 +236,15 @@ def test_the_order_currency_in_any_case_or_none_at_all_is_accepted() -> None:
         assert apply_answer(owned(), answer(0, **fields), now=NOW, policy=POLICY).kind == "publish"
 
 
-def test_an_expired_trade_is_not_closed_while_the_buyer_is_paying() -> None:
-    """State 6 (paying) past expiry + grace is checked again, not closed: a close would race
-    the payment. It is given up like any other trade if it never settles."""
+def test_an_expired_trade_is_closed_even_while_the_buyer_is_paying() -> None:
+    """State 6 (paying) past expiry + grace is closed like state 2: the expiry is the merchant's
+    decision, and the platform arbitrates a race (a paid order refuses the close, and the query
+    that follows publishes succeeded)."""
     record = owned(expires_at=NOW - 10)
     paying = apply_answer(record, answer(6), now=NOW, policy=POLICY, counts_as_check=True)
-    assert paying.kind == "recheck"
-    assert paying.record.next_check_at is not None
-    late = apply_answer(record, answer(6), now=NOW + 2000, policy=POLICY)
-    assert (late.kind, late.reason) == ("abandon", "unconfirmed_expired")
+    assert paying.kind == "close"
+    paid = apply_answer(paying.record, answer(0), now=NOW, policy=POLICY, after_close=True)
+    assert (paid.kind, paid.record.published) == ("publish", TradeState.PAID)
 
 
 def test_a_given_up_trade_is_given_up_once() -> None:

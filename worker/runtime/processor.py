@@ -56,6 +56,7 @@ _FETCH_TIMEOUT_MS = 200
 _MAX_BATCH = 5000
 _CLIENT_CLOSE_TIMEOUT = 10.0
 _COMMIT_TIMEOUT = 10.0
+_REQUEST_TIMEOUT_MS = 40_000  # aiokafka's default
 _REVOKE_FLUSH_EXTRA = 5.0  # seconds the producer flush on revoke gets beyond the grace
 _RNG = random.Random()  # jitter of the processor's own reconnect/restore backoff
 # aiokafka keeps one produce request in flight per broker, and a handler awaits each write:
@@ -219,15 +220,18 @@ class StreamProcessor:
     def _consumer_options(self) -> dict[str, Any]:
         settings = self.settings
         session_ms = int(settings.pooul_session_timeout * 1000)
+        # A revocation waits for handler calls (grace), commits (bounded) and flushes the
+        # producer (grace + 5 s): give it all of that, and a margin, before the group gives up
+        # on this member and a new owner restores what this one still writes.
+        rebalance_ms = max(session_ms, int(self._revoke_budget() * 1000))
         return {
             "group_id": self.group_id,
             "group_instance_id": settings.pooul_group_instance_id,
             "session_timeout_ms": session_ms,
             "heartbeat_interval_ms": int(settings.pooul_heartbeat_interval * 1000),
-            # A revocation waits for handler calls (grace), commits (bounded) and flushes the
-            # producer (grace + 5 s): give it all of that, and a margin, before the group
-            # gives up on this member and a new owner restores what this one still writes.
-            "rebalance_timeout_ms": max(session_ms, int(self._revoke_budget() * 1000)),
+            "rebalance_timeout_ms": rebalance_ms,
+            # The JoinGroup request waits for every member's revoke: it may take that long.
+            "request_timeout_ms": max(_REQUEST_TIMEOUT_MS, rebalance_ms + 5000),
             "max_poll_records": _MAX_BATCH,
             "fetch_max_wait_ms": settings.pooul_fetch_max_wait_ms,
         }

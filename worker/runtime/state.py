@@ -117,13 +117,77 @@ def _stored(entry: StateEntry, encoded: bytes | None = None) -> Stored:
     return (bytes(memoryview(raw)), entry.wake_at, entry.expires_at)
 
 
-# A heap is compacted when it holds more than this many items per entry (plus the slack).
-_COMPACT_FACTOR = 2
-_COMPACT_SLACK = 1024
+def _time(entry: Stored, slot: int) -> float | None:
+    return entry[1] if slot == 1 else entry[2]
+
+
+class _TimeIndex:
+    """Keys by the time something is due for them (a timer, an expiry): a lazily kept heap.
+
+    At most about one `(time, key)` item per key however often keys are written — with
+    week-long expiries, an item per write would grow memory with writes, not keys. A write
+    that moves a key's time later pushes nothing: the key's earlier item, when it comes due,
+    is pushed again at the key's time then. Only a key new to the index, a time moved earlier,
+    or a key whose due item was handed out (`taken`, until its next write) pushes an item.
+    So every key with a time that is not taken has an item at or before that time; stale items
+    are dropped as they come due, and a key is handed out at most once per write.
+    """
+
+    __slots__ = ("_heap", "_slot", "_taken")
+
+    def __init__(self, slot: int, entries: dict[bytes, Stored]) -> None:
+        self._slot = slot  # 1: wake_at, 2: expires_at
+        self._heap: list[tuple[float, bytes]] = []
+        for key, entry in entries.items():
+            at = _time(entry, slot)
+            if at is not None:
+                self._heap.append((at, key))
+        heapq.heapify(self._heap)
+        self._taken: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def written(self, key: bytes, old: Stored | None, at: float | None) -> None:
+        """`key`'s entry was replaced (`old` before, `at` its new time)."""
+        if at is None:
+            self._taken.discard(key)
+            return
+        old_at = None if old is None else _time(old, self._slot)
+        if key in self._taken or old_at is None or at < old_at:
+            self._taken.discard(key)
+            heapq.heappush(self._heap, (at, key))
+
+    def deleted(self, key: bytes) -> None:
+        self._taken.discard(key)
+
+    def pop_due(
+        self, entries: dict[bytes, Stored], now: float, limit: int
+    ) -> list[tuple[bytes, float]]:
+        """Hand out up to `limit` keys whose current time is due, as `(key, time)`."""
+        heap, slot, taken = self._heap, self._slot, self._taken
+        due: list[tuple[bytes, float]] = []
+        while heap and heap[0][0] <= now and len(due) < limit:
+            at, key = heapq.heappop(heap)
+            entry = entries.get(key)
+            current = None if entry is None else _time(entry, slot)
+            if current is None:
+                continue  # no time any more (or no entry): nothing is due
+            if current == at:
+                if key not in taken:
+                    taken.add(key)
+                    due.append((key, at))
+            elif current > at:
+                heapq.heappush(heap, (current, key))  # moved later since: index it there
+            # current < at: an earlier item covers the key (or it is taken)
+        return due
+
+    def next_time(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
 
 
 class PartitionState:
-    """The entries of one partition with timer and expiry heaps of `(time, key)`."""
+    """The entries of one partition with timer and expiry indexes."""
 
     __slots__ = ("_entries", "_expiries", "_timers", "partition")
 
@@ -133,19 +197,13 @@ class PartitionState:
         """`entries` (a restore's) is taken over; parsed ones are stored as their bytes."""
         self.partition = partition
         self._entries: dict[bytes, Stored] = {}
-        self._timers: list[tuple[float, bytes]] = []
-        self._expiries: list[tuple[float, bytes]] = []
         if entries:
             for key, entry in entries.items():
                 if isinstance(entry, StateEntry):
-                    entry = entries[key] = _stored(entry)
-                if entry[1] is not None:
-                    self._timers.append((entry[1], key))
-                if entry[2] is not None:
-                    self._expiries.append((entry[2], key))
+                    entries[key] = _stored(entry)
             self._entries = cast(dict[bytes, Stored], entries)
-        heapq.heapify(self._timers)
-        heapq.heapify(self._expiries)
+        self._timers = _TimeIndex(1, self._entries)
+        self._expiries = _TimeIndex(2, self._entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -174,59 +232,28 @@ class PartitionState:
 
     def put(self, key: bytes, entry: StateEntry, encoded: bytes | None = None) -> None:
         """Apply an acknowledged write; `encoded` is `encode_entry(entry)` when already made."""
-        self._entries[key] = _stored(entry, encoded)
-        if entry.wake_at is not None:
-            heapq.heappush(self._timers, (entry.wake_at, key))
-            if len(self._timers) > _COMPACT_FACTOR * len(self._entries) + _COMPACT_SLACK:
-                self._timers = self._current(self._timers, slot=1)
-        if entry.expires_at is not None:
-            heapq.heappush(self._expiries, (entry.expires_at, key))
-            if len(self._expiries) > _COMPACT_FACTOR * len(self._entries) + _COMPACT_SLACK:
-                self._expiries = self._current(self._expiries, slot=2)
-
-    def _current(self, heap: list[tuple[float, bytes]], *, slot: int) -> list[tuple[float, bytes]]:
-        """`heap` without its stale items (superseded or deleted entries) and duplicates.
-
-        Every write pushes an item and stale ones only leave when they come due — with
-        week-long expiries that would be one item per write, not per key. Nothing is added
-        here, so a timer already popped (queued, not yet run) cannot come back.
-        """
         entries = self._entries
-        seen: set[bytes] = set()
-        kept: list[tuple[float, bytes]] = []
-        for at, key in heap:
-            entry = entries.get(key)
-            if entry is not None and entry[slot] == at and key not in seen:
-                seen.add(key)
-                kept.append((at, key))
-        heapq.heapify(kept)
-        return kept
+        old = entries.get(key)
+        entries[key] = _stored(entry, encoded)
+        self._timers.written(key, old, entry.wake_at)
+        self._expiries.written(key, old, entry.expires_at)
 
     def delete(self, key: bytes) -> None:
         """Apply an acknowledged tombstone."""
         self._entries.pop(key, None)
+        self._timers.deleted(key)
+        self._expiries.deleted(key)
 
     def due_timers(self, now: float, limit: int) -> list[tuple[bytes, float]]:
-        """Pop up to `limit` keys whose current timer is due, as `(key, wake_at)`."""
-        return self._pop_due(self._timers, now, limit, timer=True)
+        """Up to `limit` keys whose current timer is due, as `(key, wake_at)`."""
+        return self._timers.pop_due(self._entries, now, limit)
 
     def due_expiries(self, now: float, limit: int) -> list[tuple[bytes, float]]:
-        """Pop up to `limit` keys whose current entry expired, as `(key, expires_at)`."""
-        return self._pop_due(self._expiries, now, limit, timer=False)
-
-    def _pop_due(
-        self, heap: list[tuple[float, bytes]], now: float, limit: int, *, timer: bool
-    ) -> list[tuple[bytes, float]]:
-        due: list[tuple[bytes, float]] = []
-        entries = self._entries
-        while heap and heap[0][0] <= now and len(due) < limit:
-            at, key = heapq.heappop(heap)
-            entry = entries.get(key)
-            if entry is not None and entry[1 if timer else 2] == at:
-                due.append((key, at))
-        return due
+        """Up to `limit` keys whose current entry expired, as `(key, expires_at)`."""
+        return self._expiries.pop_due(self._entries, now, limit)
 
     def next_deadline(self) -> float | None:
         """The earliest indexed timer or expiry (possibly stale: waking early is harmless)."""
-        candidates = [heap[0][0] for heap in (self._timers, self._expiries) if heap]
+        times = (self._timers.next_time(), self._expiries.next_time())
+        candidates = [t for t in times if t is not None]
         return min(candidates) if candidates else None

@@ -137,7 +137,18 @@ class TradesHandler:
 
     async def on_timer(self, ctx: KeyContext) -> None:
         """A reconciliation check of a pending trade: query, then publish, close or recheck."""
-        stored = self._load(ctx)
+        try:
+            stored = self._load(ctx)
+        except Permanent as exc:
+            # A timer's dead letter is not replayable: keep the entry as it is and look again
+            # later, so reconciliation resumes once a release that can read it runs.
+            log.error(
+                "unreadable trade state; its check is put off",
+                extra={"key": ctx.key[:80], "error": exc.detail[:300]},
+            )
+            self._metrics.unreadable_states.inc()
+            await ctx.set_state(ctx.state, wake_at=self._clock() + self._policy.max_interval)
+            return
         if stored is None or stored.phase is not Phase.PENDING:
             return
         now = self._clock()
@@ -168,6 +179,10 @@ class TradesHandler:
             return
         if verdict == "flagged":
             self._metrics.flagged_skips.inc()
+            assert stored is not None
+            # Written again, so an entry flagged by an older release (with the dedup expiry)
+            # is kept until a human acts too.
+            await self._write(ctx, stored)
             return
         now = self._clock()
         record = stored or new_notify_record(

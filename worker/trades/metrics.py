@@ -68,6 +68,12 @@ class TradesMetrics:
             "Trades still unconfirmed past the platform's notify retry span (counted once each).",
             registry=r,
         )
+        self.unreadable_states = Counter(
+            "pooul_trades_unreadable_states",
+            "Reconciliation checks put off because the trade's stored entry could not be read "
+            "(e.g. written by a newer release that was rolled back).",
+            registry=r,
+        )
         self.abandoned = Counter(
             "pooul_trades_abandoned",
             "Expired trades never confirmed final and no longer queried (dead-lettered).",

@@ -324,14 +324,7 @@ def apply_answer(
                 "unconfirmed_expired",
                 f"still {state.label} {now - expires_at:.0f} s after expiry",
             )
-        # Not while the buyer is paying (state 6): a close would race the payment; the
-        # trade is checked again, and given up like any other if it never settles.
-        if (
-            record.owned
-            and policy.close_expired
-            and not after_close
-            and state is not TradeState.PAYING
-        ):
+        if record.owned and policy.close_expired and not after_close:
             return Decision("close", learnt)
     if after_close:
         learnt = replace(learnt, close_attempts=record.close_attempts + 1)
