@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import RuntimeSettingsFactory
-from tests.runtime.helpers import committed_offsets, gid, produce, wait_until
+from tests.runtime.helpers import committed_offsets, gid, produce, read_topic, wait_until
+from worker.runtime.state import decode_entry
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +116,15 @@ async def test_sigkill_at_random_points_never_skips_a_record(
             first_seen[pair[0]].append(pair[1])
     for key, offsets in expected.items():
         assert first_seen[key] == offsets, f"{key!r}: a record was skipped or handled out of order"
+    # Each handling adds one to the key's count in state: a count below the records seen means
+    # a restart began from an empty state instead of restoring the changelog.
+    latest = {r.key: r.value for r in await read_topic(settings, settings.pooul_topic_trade_state)}
+    for key, offsets in expected.items():
+        value = latest[key]
+        assert value is not None
+        state = decode_entry(value).value
+        assert state["last"] == offsets[-1]
+        assert state["n"] >= len(offsets), f"{key!r}: state restarted from empty after a kill"
 
 
 async def test_sigterm_drains_and_commits_everything_handled(
