@@ -32,6 +32,7 @@ _BENCHES = {
         "--duration 1 --warmup 0.2 --concurrency 8",
         [
             "ratio b/a (peak requests/s):",
+            "ratio b/v (peak, vs the verify-only server):",
             "(b) p99 at half its peak:",
             "other: none",
             "every success is one",

@@ -389,6 +389,10 @@ def _report(results: dict[str, dict[str, PhaseResult]], *, records: int) -> int:
     print(f"(b) p99 at half its peak:     {p99:.2f} ms   target ≤ {PACED_P99_TARGET_MS:g} ms  "
           f"{'met' if p99 <= PACED_P99_TARGET_MS else 'MISSED'}")  # fmt: skip
     print(_where_cpu_goes(bare["peak"], verify["peak"], ingress["peak"]))
+    if verify["peak"].rate:
+        # What the Kafka write (acks=all) and the log line cost, as a throughput ratio: the
+        # comparison the 0.6 target would need to reach it (docs/ingress.md#performance).
+        print(f"ratio b/v (peak, vs the verify-only server): {ingress['peak'].rate / verify['peak'].rate:.2f}")  # fmt: skip
     successes = sum(phase.successes for phase in ingress.values())
     other = Counter(
         {
