@@ -345,9 +345,12 @@ async def _delete_topic(settings: Settings) -> None:
 
 
 async def _record_count(settings: Settings) -> int:
+    """Records on the trade-signals topic (the high watermarks: ListOffsets undercounts on the
+    embedded broker)."""
     from aiokafka import TopicPartition
 
     from worker.kafka import make_consumer
+    from worker.lag import high_watermarks
 
     topic = settings.pooul_topic_trade_signals
     consumer = make_consumer(settings)
@@ -355,7 +358,7 @@ async def _record_count(settings: Settings) -> int:
     try:
         await consumer._client.force_metadata_update()
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        ends = await consumer.end_offsets(partitions)
+        ends = await high_watermarks(consumer, partitions)
         return int(sum(ends.values()))
     finally:
         await consumer.stop()

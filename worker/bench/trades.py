@@ -444,14 +444,17 @@ class _Load:
         from aiokafka import TopicPartition
 
         from worker.kafka import make_consumer
+        from worker.lag import high_watermarks
 
         tps = [TopicPartition(topic, p) for p in range(_PARTITIONS)]
         consumer = make_consumer(self._settings, group_id=None)
         await consumer.start()
         try:
+            # The high watermarks, not ListOffsets: on the embedded broker that names the last
+            # batch's base offset + 1, and the loop would stop inside that batch.
+            ends = {tp: end for tp, end in (await high_watermarks(consumer, tps)).items() if end}
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            ends = {tp: end for tp, end in (await consumer.end_offsets(tps)).items() if end}
             while ends:
                 for tp, records in (await consumer.getmany(*ends, timeout_ms=200)).items():
                     for record in records:
