@@ -40,6 +40,9 @@ DEMO_MERCHANTS: tuple[str, ...] = ("888100000000101", "888100000000102", "888100
 # Roles started after the broker, in start order; stopped in reverse.
 ROLES: tuple[str, ...] = ("sandbox", "ingress", "orders", "trades")
 _WORKERS = frozenset({"orders", "trades"})  # stopped first, before what they call
+# A real cluster's client settings (setting names, lower case): never taken from the shell into
+# the embedded stack, which is plaintext, single-node and rejects aiokafka's idempotent producer.
+_CLUSTER_SETTINGS = ("kafka_", "pooul_topic_replication_factor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +122,12 @@ class DevStack:
         )
         self.env = self._child_env(settings)
         # The settings every in-process client of the stack (topics, demo) uses.
-        # Fields the children do not inherit (a real cluster's client settings) take their
-        # defaults here too, not this process's environment.
+        # The settings the children do not inherit take their defaults here too, not this
+        # process's environment.
         values: dict[str, Any] = {
             name: field.get_default(call_default_factory=True)
             for name, field in Settings.model_fields.items()
-            if name.startswith("kafka_") or name == "pooul_topic_replication_factor"
+            if name.startswith(_CLUSTER_SETTINGS)
         }
         values.update(
             (k.lower(), v) for k, v in self.env.items() if k.lower() in Settings.model_fields
@@ -148,14 +151,10 @@ class DevStack:
 
     def _child_env(self, settings: Settings) -> dict[str, str]:
         options = self._options
-        # Nothing of a real cluster's client settings reaches the children: the embedded broker
-        # is plaintext, single-node and rejects aiokafka's idempotent producer.
         inherited = {
             key: value
             for key, value in os.environ.items()
-            if not key.upper().startswith(
-                ("POOUL_MERCHANT_KEYS", "KAFKA_", "POOUL_TOPIC_REPLICATION_FACTOR")
-            )
+            if not key.lower().startswith(("pooul_merchant_keys", *_CLUSTER_SETTINGS))
         }
         return {
             "POOUL_FETCH_MAX_WAIT_MS": str(EMBEDDED_FETCH_MAX_WAIT_MS),

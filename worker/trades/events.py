@@ -21,7 +21,7 @@ from schemas.events import (
 )
 from schemas.pooul import FundBill, QueryData, parse_fund_bills, parse_platform_time
 from schemas.trade_state import TradeState
-from worker.trades.state import TradeRecord
+from worker.trades.state import MONEY_STATES, TradeRecord
 
 __all__ = [
     "EVENT_CONTENT_TYPE",
@@ -66,9 +66,7 @@ def _fund_bills(answer: QueryData) -> list[FundBill] | None:
 
 
 # States that follow a payment: the query tells their state, not when they happened.
-_FOLLOWS_PAYMENT: Final = frozenset(
-    {TradeState.REFUND_REQUESTED, TradeState.REVERSED, TradeState.REVOKED}
-)
+_FOLLOWS_PAYMENT: Final = MONEY_STATES - {TradeState.PAID}
 
 
 def _paid_at(answer: QueryData) -> datetime | None:
@@ -107,7 +105,7 @@ def build_event(
     # `time_end` is when the payment (or the failed attempt) completed: the payment time of a
     # paid trade and of what follows it, never a refund's or a revocation's own time.
     completed_at = _paid_at(answer)
-    paid_at = completed_at if state is TradeState.PAID or state in _FOLLOWS_PAYMENT else None
+    paid_at = completed_at if state in MONEY_STATES else None
     happened_at = None if state in _FOLLOWS_PAYMENT else completed_at
     data = PaymentEventData(
         merchant_id=answer.merchant_id,
