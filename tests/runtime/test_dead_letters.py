@@ -10,7 +10,8 @@ from schemas.dead_letter import DEAD_LETTER_REASON_HEADER, parse_dead_letter
 from tests.runtime.conftest import RuntimeSettingsFactory
 from tests.runtime.helpers import NoTimers, committed_offsets, gid, produce, read_topic, wait_until
 from worker.dlq import replay_dead_letters
-from worker.runtime import KeyContext, Permanent, Record, Retry, StreamProcessor
+from worker.runtime import Handler, KeyContext, Permanent, Record, Retry, StreamProcessor
+from worker.settings import Settings
 
 
 class JsonHandler(NoTimers):
@@ -87,6 +88,16 @@ async def test_poison_record_is_dead_lettered_and_the_partition_continues(
     assert (await committed_offsets(settings, gid(settings, "dl"), topic))[1] == after[-1][1] + 1
 
 
+async def _run_until_committed(
+    settings: Settings, topic: str, handler: Handler, group: str, offset: int, what: str
+) -> None:
+    """Run a processor on `topic` until partition 0's committed offset is `offset`."""
+    async with StreamProcessor(
+        settings=settings, topic=topic, group_id=gid(settings, group), handler=handler, name="w"
+    ) as p:
+        await wait_until(lambda: p.committed_offsets().get(0) == offset, what=what)
+
+
 async def test_out_of_retries_is_dead_lettered_with_the_attempt_count(
     make_runtime_settings: RuntimeSettingsFactory,
 ) -> None:
@@ -100,12 +111,9 @@ async def test_out_of_retries_is_dead_lettered_with_the_attempt_count(
         partition=0,
     )
     handler = JsonHandler()
-    async with StreamProcessor(
-        settings=settings, topic=topic, group_id=gid(settings, "dl2"), handler=handler, name="w"
-    ) as p:
-        await wait_until(
-            lambda: p.committed_offsets().get(0) == 3, what="all three finished and committed"
-        )
+    await _run_until_committed(
+        settings, topic, handler, "dl2", 3, "all three finished and committed"
+    )
     letters = {
         parse_dead_letter(r.value).source_offset: parse_dead_letter(r.value)
         for r in await read_topic(settings, settings.pooul_topic_dead_letters)
@@ -151,12 +159,9 @@ async def test_a_cancelled_awaitable_inside_a_handler_is_a_failure_to_retry(
     topic = settings.pooul_topic_order_requests
     written = await produce(settings, topic, [(b"a", b"1"), (b"a", b"2")], partition=0)
     handler = CancelledElsewhere()
-    async with StreamProcessor(
-        settings=settings, topic=topic, group_id=gid(settings, "dl3"), handler=handler, name="w"
-    ) as p:
-        await wait_until(
-            lambda: p.committed_offsets().get(0) == 2, what="both records finished and committed"
-        )
+    await _run_until_committed(
+        settings, topic, handler, "dl3", 2, "both records finished and committed"
+    )
     assert handler.handled == [offset for _, offset in written]
     assert handler.attempts == [1, 2, 1, 2]  # each record: cancelled once, then handled
 
@@ -179,12 +184,7 @@ async def test_a_record_too_large_for_a_dead_letter_is_dead_lettered_without_its
         partition=0,
     )
     handler = JsonHandler()
-    async with StreamProcessor(
-        settings=settings, topic=topic, group_id=gid(settings, "dl4"), handler=handler, name="w"
-    ) as p:
-        await wait_until(
-            lambda: p.committed_offsets().get(0) == 2, what="both finished and committed"
-        )
+    await _run_until_committed(settings, topic, handler, "dl4", 2, "both finished and committed")
     [letter] = [parse_dead_letter(r.value) for r in await read_topic(settings, settings.pooul_topic_dead_letters)]  # fmt: skip
     assert (letter.source_offset, letter.reason) == (written[0][1], "unparseable")
     assert letter.value is None and letter.headers == []
