@@ -209,9 +209,9 @@ class OrderFailed(_OrderResult):
     """The platform refused the order, or it conflicts with an existing one.
 
     `reason`: `platform_refused` (the platform's `code`/`msg`), `conflict` (the `mch_trade_id`
-    already names an order with another amount or merchant, or one that ended unpaid: closed,
-    failed, revoked, reversed), `retries_exhausted` (the platform
-    kept answering a retryable error). `retryable` says whether sending the same request later
+    already names an order with another amount, merchant or terms — buyer, `body`, `attach`,
+    ... — or one that ended unpaid: closed, failed, revoked, reversed), `retries_exhausted` (the
+    platform kept answering a retryable error). `retryable` says whether sending the same request later
     makes sense.
     """
 

@@ -6,7 +6,14 @@ import pytest
 
 from schemas.orders import OrderRequest
 from schemas.pooul import OrderResponseData, QueryData
-from worker.orders.decisions import Conflict, check_repeat, new_order, recover_order
+from worker.orders.decisions import (
+    ORDER_TERMS,
+    Conflict,
+    check_repeat,
+    new_order,
+    order_terms,
+    recover_order,
+)
 from worker.orders.state import StoredOrder, find_order, retain_until, with_order
 
 MERCHANT = "888100000000001"
@@ -37,6 +44,7 @@ def order(**changes) -> StoredOrder:
         "appid": "app",
         "created_at": NOW,
         "expires_at": NOW + TTL,
+        "terms": order_terms(request()),
         **changes,
     }
     return StoredOrder(**fields)
@@ -86,6 +94,71 @@ def test_repeat_with_other_amount_conflicts():
     assert conflict.trade_id == "P1"
     assert "500 fen" in conflict.msg
     assert "501 fen" in conflict.msg
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        ("body", "coffee"),
+        ("buyer_id", "2089"),
+        ("buyer_logon_id", "a@example.com"),
+        ("attach", "cart-2"),
+        ("goods_tag", "promo"),
+        ("limit_pay", "no_credit"),
+        ("settle_type", 0),
+    ],
+)
+def test_repeat_with_other_terms_conflicts(name, other):
+    """A repeat of the same amount for another buyer, description, attach, ... is another order
+    under a taken mch_trade_id: a conflict naming the field (never its values)."""
+    conflict = check_repeat(order(), request(**{name: other}))
+    assert isinstance(conflict, Conflict)
+    assert conflict.trade_id == "P1"
+    assert f"another {name};" in conflict.msg and "new mch_trade_id" in conflict.msg
+    assert str(other) not in conflict.msg.replace("mch_trade_id", "")
+
+
+def test_repeat_names_every_term_that_differs():
+    conflict = check_repeat(order(), request(body="coffee", buyer_id="2089"))
+    assert isinstance(conflict, Conflict)
+    assert "another body, buyer_id;" in conflict.msg
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"spbill_create_ip": "10.9.9.9"},
+        {"device_info": "pos-2"},
+        {"time_expire": 1_760_000_000},
+        {"notify_url": "http://other.example/"},
+        {"request_id": "again"},
+    ],
+)
+def test_repeat_may_differ_in_what_is_not_a_term(changes):
+    """The buyer's address, device, a recomputed deadline, the notify URL and the request id
+    may change between repeats: the same order."""
+    assert check_repeat(order(), request(**changes)) is None
+
+
+def test_repeat_of_an_entry_without_terms_is_judged_on_the_amount():
+    """Entries kept before terms were (and terms a release did not know) are not held against
+    a repeat."""
+    assert check_repeat(order(terms=None), request(body="coffee")) is None
+    assert check_repeat(order(terms={"buyer_id": "2088"}), request(body="coffee")) is None
+    assert isinstance(check_repeat(order(terms={"body": "tea"}), request(body="coffee")), Conflict)
+
+
+def test_order_terms_are_the_request_fields():
+    assert set(order_terms(request())) == set(ORDER_TERMS) <= set(OrderRequest.model_fields)
+
+
+def test_recovery_keeps_the_claiming_requests_terms():
+    """After 107 the query does not tell the order's terms: the request that claims it sets them,
+    so a later repeat with another description conflicts."""
+    recovered = recover_order(request(attach="cart-1"), query_data(), now=NOW, default_ttl=TTL)
+    assert isinstance(recovered, StoredOrder)
+    assert recovered.terms == order_terms(request(attach="cart-1"))
+    assert isinstance(check_repeat(recovered, request(attach="cart-2")), Conflict)
 
 
 def test_recovery_of_our_order_keeps_its_ids():
@@ -162,6 +235,10 @@ def test_state_keeps_orders_per_merchant():
     assert find_order(state, MERCHANT) == order()
     assert find_order(state, "other") == order(trade_id="P2", expires_at=NOW + 10 * TTL)
     assert find_order(state, "nobody") is None
+    assert find_order(with_order(None, MERCHANT, order(terms=None)), MERCHANT) == order(terms=None)
+    # An entry written before terms were kept reads with none.
+    legacy = {k: v for k, v in order().to_json().items() if k != "terms"}
+    assert find_order({"orders": {MERCHANT: legacy}}, MERCHANT) == order(terms=None)
     assert find_order(None, MERCHANT) is None
     assert find_order({"unexpected": 1}, MERCHANT) is None
     assert find_order({"orders": {MERCHANT: {"trade_id": "P1"}}}, MERCHANT) is None

@@ -109,6 +109,27 @@ async def test_other_amount_for_created_order_conflicts(make_rig):
     assert metric(registry, "pooul_orders_conflicts_total", source="state") == 1
 
 
+async def test_other_buyer_for_created_order_conflicts(make_rig):
+    """The same mch_trade_id and amount for another buyer answers `failed` (conflict) naming the
+    field, not the first buyer's pay page; a repeat from another IP is still the same order."""
+    rig = await make_rig()
+    first = order_request()
+    from_elsewhere = {**first, "spbill_create_ip": "10.9.9.9"}
+    other_buyer = {**first, "buyer_id": "2088999999999999"}
+    async with running_orders(rig.settings) as registry:
+        for request in (first, from_elsewhere, other_buyer):
+            await rig.send(request)
+        [(_, created), (_, repeat), (_, conflict)] = await rig.results(3)
+    assert isinstance(created, OrderCreated) and isinstance(repeat, OrderCreated)
+    assert (repeat.trade_id, repeat.pay_url) == (created.trade_id, created.pay_url)
+    assert isinstance(conflict, OrderFailed)
+    assert (conflict.reason, conflict.code, conflict.retryable) == ("conflict", 107, False)
+    assert conflict.trade_id == created.trade_id
+    assert "another buyer_id;" in conflict.msg and "2088999999999999" not in conflict.msg
+    assert len(await rig.platform_orders(first["mch_trade_id"])) == 1
+    assert metric(registry, "pooul_orders_conflicts_total", source="state") == 1
+
+
 async def test_existing_closed_order_conflicts_instead_of_created(make_rig):
     """A 107 whose queried order was closed (it expired unpaid) answers a conflict naming it,
     not `created` with a pay_url nobody can pay; no order-created signal."""

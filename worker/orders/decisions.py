@@ -1,6 +1,7 @@
 """The orders worker's judgements, as pure functions over what it knows.
 
-- a repeat of an order already created: same order, or a conflict (another amount);
+- a repeat of an order already created: same order, or a conflict (another amount, buyer,
+  description, ... — `ORDER_TERMS`);
 - a 107 answered by the platform: the existing order (queried) is ours, or a conflict;
 - a fresh success: the order to remember.
 """
@@ -14,7 +15,31 @@ from schemas.pooul import OrderResponseData, QueryData
 from schemas.trade_state import TradeState
 from worker.orders.state import StoredOrder
 
-__all__ = ["Conflict", "check_repeat", "new_order", "recover_order", "response_mismatch"]
+__all__ = [
+    "ORDER_TERMS",
+    "Conflict",
+    "check_repeat",
+    "new_order",
+    "order_terms",
+    "recover_order",
+    "response_mismatch",
+]
+
+# Besides the amount, what makes an order what it is: who pays, for what, on which terms, and
+# what the merchant gets back in the notify. A repeat asking for other values of these is another
+# order under a taken `mch_trade_id`. A repeat may differ in the rest: the buyer's address and
+# device on this attempt (`spbill_create_ip`, `device_info`), `time_expire` (upstream may compute
+# a deadline afresh; the answer carries the order's own `expires_at`), `notify_url` (resolved
+# from configuration when absent) and `request_id`.
+ORDER_TERMS = (
+    "body",
+    "buyer_id",
+    "buyer_logon_id",
+    "attach",
+    "goods_tag",
+    "limit_pay",
+    "settle_type",
+)
 
 # Orders that ended without a payment: a 107 naming one cannot be answered `created`.
 _ENDED_UNPAID = frozenset(
@@ -34,6 +59,11 @@ def _expires_at(request: OrderRequest, *, created_at: float, default_ttl: float)
     return float(request.time_expire) if request.time_expire else created_at + default_ttl
 
 
+def order_terms(request: OrderRequest) -> dict[str, str | int | None]:
+    """The request's `ORDER_TERMS`, as the state keeps them."""
+    return {name: getattr(request, name) for name in ORDER_TERMS}
+
+
 def new_order(
     request: OrderRequest, response: OrderResponseData, *, now: float, default_ttl: float
 ) -> StoredOrder:
@@ -46,6 +76,7 @@ def new_order(
         appid=response.appid,
         created_at=now,
         expires_at=_expires_at(request, created_at=now, default_ttl=default_ttl),
+        terms=order_terms(request),
     )
 
 
@@ -61,12 +92,27 @@ def response_mismatch(request: OrderRequest, response: OrderResponseData) -> str
 
 
 def check_repeat(stored: StoredOrder, request: OrderRequest) -> Conflict | None:
-    """A request for a `mch_trade_id` this merchant already has an order for."""
+    """A request for a `mch_trade_id` this merchant already has an order for: a conflict when
+    it asks for another amount or other `ORDER_TERMS` (named, their values not repeated: they
+    may be personal). An entry kept before the terms were is judged on the amount alone."""
     if stored.total_fee != request.total_fee:
         return Conflict(
             msg=(
                 f"mch_trade_id {request.mch_trade_id} already names order {stored.trade_id} "
                 f"of {stored.total_fee} fen; this request asks for {request.total_fee} fen"
+            ),
+            trade_id=stored.trade_id,
+        )
+    if stored.terms is None:
+        return None
+    asked = order_terms(request)
+    # A term the entry does not name (kept by a release that knew fewer) is not judged.
+    differ = [n for n in ORDER_TERMS if n in stored.terms and stored.terms[n] != asked[n]]
+    if differ:
+        return Conflict(
+            msg=(
+                f"mch_trade_id {request.mch_trade_id} already names order {stored.trade_id} "
+                f"made with another {', '.join(differ)}; send the order with a new mch_trade_id"
             ),
             trade_id=stored.trade_id,
         )
@@ -83,7 +129,8 @@ def recover_order(
     answering `created` would hand upstream a `pay_url` nobody can pay, and the platform keeps
     the `mch_trade_id` taken. Its `token_id` / `pay_url` / `appid` are taken from the query
     answer when it carries them (the sandbox does; the platform's documented query does not
-    promise them).
+    promise them). The query does not tell the rest of the order's terms: the recovered order
+    keeps this request's.
     """
     if existing.merchant_id != request.merchant_id:
         return Conflict(
@@ -129,6 +176,7 @@ def recover_order(
         appid=_str_or_none(extra.get("appid")),
         created_at=now,
         expires_at=_expires_at(request, created_at=now, default_ttl=default_ttl),
+        terms=order_terms(request),
     )
 
 

@@ -8,6 +8,7 @@ call, with the very same ids; 107 recovery by query covers the crash window befo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,11 @@ __all__ = ["StoredOrder", "find_order", "retain_until", "with_order"]
 
 @dataclass(frozen=True, slots=True)
 class StoredOrder:
-    """An order the platform confirmed; times are Unix seconds."""
+    """An order the platform confirmed; times are Unix seconds.
+
+    `terms` are the fields of the request that made the order (`decisions.ORDER_TERMS`), so a
+    repeat asking for something else is told so; None for entries written before they were kept.
+    """
 
     trade_id: str
     total_fee: int
@@ -25,6 +30,7 @@ class StoredOrder:
     appid: str | None
     created_at: float
     expires_at: float
+    terms: Mapping[str, str | int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         # Spelled out: dataclasses.asdict deep-copies and costs more than the rest of the state.
@@ -36,10 +42,12 @@ class StoredOrder:
             "appid": self.appid,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "terms": dict(self.terms) if self.terms is not None else None,
         }
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> StoredOrder:
+        terms = value.get("terms")
         return cls(
             trade_id=str(value["trade_id"]),
             total_fee=int(value["total_fee"]),
@@ -48,6 +56,7 @@ class StoredOrder:
             appid=value.get("appid"),
             created_at=float(value["created_at"]),
             expires_at=float(value["expires_at"]),
+            terms=terms if isinstance(terms, dict) else None,
         )
 
 
