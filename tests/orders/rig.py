@@ -143,9 +143,16 @@ class Rig:
 
     async def pay_calls(self) -> dict[str, int]:
         """Answered codes of the sandbox's `pay` endpoint, e.g. {"0": 1, "107": 1}."""
+        return await self._calls("pay")
+
+    async def query_calls(self) -> dict[str, int]:
+        """Answered codes of the sandbox's `query` endpoint."""
+        return await self._calls("query")
+
+    async def _calls(self, endpoint: str) -> dict[str, int]:
         async with self.http.get(f"{self.sandbox.url}/sandbox/stats") as resp:
             stats = await resp.json()
-        calls: dict[str, int] = stats["calls"].get("pay", {})
+        calls: dict[str, int] = stats["calls"].get(endpoint, {})
         return calls
 
     async def faults(self, **config: Any) -> None:

@@ -1,7 +1,8 @@
 """The orders worker's judgements, as pure functions over what it knows.
 
 - a repeat of an order already created: same order, or a conflict (another amount, buyer,
-  description, ... — `ORDER_TERMS`);
+  description, ... — `ORDER_TERMS`); past the order's expiry, only if the platform says it
+  was paid (or is being paid);
 - a 107 answered by the platform: the existing order (queried) is ours, or a conflict;
 - a fresh success: the order to remember.
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from schemas.orders import OrderRequest
 from schemas.pooul import OrderResponseData, QueryData
@@ -18,6 +20,7 @@ from worker.orders.state import StoredOrder
 __all__ = [
     "ORDER_TERMS",
     "Conflict",
+    "check_late_repeat",
     "check_repeat",
     "new_order",
     "order_terms",
@@ -45,6 +48,8 @@ ORDER_TERMS = (
 _ENDED_UNPAID = frozenset(
     {TradeState.CLOSED, TradeState.FAILED, TradeState.REVOKED, TradeState.REVERSED}
 )
+# Orders still waiting for a payment: past their expiry nobody can pay them any more.
+_UNPAID = frozenset({TradeState.INITIAL, TradeState.NOT_PAID})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,36 @@ def check_repeat(stored: StoredOrder, request: OrderRequest) -> Conflict | None:
     return None
 
 
+def check_late_repeat(
+    stored: StoredOrder, request: OrderRequest, existing: QueryData
+) -> Conflict | None:
+    """A repeat (same amount and terms) after the order's `expires_at`, judged on the platform's
+    answer about it: the same order when paid, being paid or refund requested; a conflict when
+    it ended or waits unpaid — its `pay_url` can no longer be paid, and answering `created` would
+    hand it upstream again."""
+    if existing.trade_id != stored.trade_id:
+        return Conflict(
+            msg=(
+                f"the query for mch_trade_id {request.mch_trade_id} answered order "
+                f"{existing.trade_id}, not the order {stored.trade_id} created for it"
+            ),
+            trade_id=existing.trade_id,
+        )
+    if existing.trade_state in _ENDED_UNPAID:
+        return _unpayable(request, existing.trade_id, existing.trade_state)
+    if existing.trade_state in _UNPAID:
+        expired = datetime.fromtimestamp(stored.expires_at, UTC).isoformat(timespec="seconds")
+        return Conflict(
+            msg=(
+                f"mch_trade_id {request.mch_trade_id} already names order {stored.trade_id}, "
+                f"which expired unpaid at {expired} and can no longer be paid; send the order "
+                "with a new mch_trade_id"
+            ),
+            trade_id=stored.trade_id,
+        )
+    return None
+
+
 def recover_order(
     request: OrderRequest, existing: QueryData, *, now: float, default_ttl: float
 ) -> StoredOrder | Conflict:
@@ -158,15 +193,7 @@ def recover_order(
             trade_id=existing.trade_id,
         )
     if existing.trade_state in _ENDED_UNPAID:
-        state = existing.trade_state
-        return Conflict(
-            msg=(
-                f"mch_trade_id {request.mch_trade_id} already names order {existing.trade_id}, "
-                f"which is {state.label} (trade_state {int(state)}) and can no longer be paid; "
-                "send the order with a new mch_trade_id"
-            ),
-            trade_id=existing.trade_id,
-        )
+        return _unpayable(request, existing.trade_id, existing.trade_state)
     extra = existing.model_extra or {}
     return StoredOrder(
         trade_id=existing.trade_id,
@@ -177,6 +204,17 @@ def recover_order(
         created_at=now,
         expires_at=_expires_at(request, created_at=now, default_ttl=default_ttl),
         terms=order_terms(request),
+    )
+
+
+def _unpayable(request: OrderRequest, trade_id: str, state: TradeState) -> Conflict:
+    return Conflict(
+        msg=(
+            f"mch_trade_id {request.mch_trade_id} already names order {trade_id}, which is "
+            f"{state.label} (trade_state {int(state)}) and can no longer be paid; send the order "
+            "with a new mch_trade_id"
+        ),
+        trade_id=trade_id,
     )
 
 

@@ -4,7 +4,8 @@ Per request (the runtime serialises calls per key = `mch_trade_id`):
 
 1. not a JSON object → `Permanent` (dead-letter topic); contract broken → `rejected`;
 2. this merchant's order for the key is in the state → the same `created` (or a `conflict`
-   when the amount differs), no platform call;
+   when the amount or terms differ), no platform call — unless the order's expiry has passed:
+   then one query says whether it was paid (`created`) or can no longer be (`conflict`);
 3. otherwise unified order with the request's own `mch_trade_id` — a retry never makes a new
    one. 107 means an earlier attempt reached the platform: query it and answer `created` with
    its ids when merchant and amount match, else a `conflict`;
@@ -32,6 +33,7 @@ from schemas.pooul import OrderResponseData, QueryData
 from schemas.signals import REQUEST_ID_HEADER
 from worker.orders.decisions import (
     Conflict,
+    check_late_repeat,
     check_repeat,
     new_order,
     recover_order,
@@ -154,22 +156,20 @@ class OrdersHandler:
         key = request.mch_trade_id.encode()
         stored = find_order(ctx.state, request.merchant_id)
         if stored is not None:
-            conflict = check_repeat(stored, request)
-            if conflict is not None:
-                self._metrics.conflicts.labels(source="state").inc()
-                result: _Result = self._conflict(request, conflict, requested_at=requested_at)
-                await self._answer(ctx, key, result, path="conflict")
-            else:
-                result = created_result(
-                    request, stored, requested_at=requested_at, now=self._clock()
-                )
-                await self._answer(ctx, key, result, path="repeat")
+            try:
+                answer = await self._repeat(request, stored, ctx, requested_at=requested_at)
+            except _Failed as failed:
+                answer = failed.result
+            reason = "repeat" if isinstance(answer, OrderCreated) else answer.reason
+            await self._answer(ctx, key, answer, path=reason)
             return
 
         expired = expiry_error(request, now=self._clock())
         if expired is not None:
-            result = rejected_for(request, [expired], requested_at=requested_at, now=self._clock())
-            await self._answer(ctx, key, result, path="validation")
+            rejected = rejected_for(
+                request, [expired], requested_at=requested_at, now=self._clock()
+            )
+            await self._answer(ctx, key, rejected, path="validation")
             return
 
         try:
@@ -189,6 +189,43 @@ class OrdersHandler:
         await ctx.set_state(state, expires_at=retain_until(state, retention=self._retention))
         result = created_result(request, order, requested_at=requested_at, now=self._clock())
         await self._answer(ctx, key, result, path=path)
+
+    async def _repeat(
+        self,
+        request: OrderRequest,
+        stored: StoredOrder,
+        ctx: KeyContext,
+        *,
+        requested_at: float | None,
+    ) -> OrderCreated | OrderFailed:
+        """The answer to a repeat of an order this worker created."""
+        conflict = check_repeat(stored, request)
+        if conflict is not None:
+            self._metrics.conflicts.labels(source="state").inc()
+            return self._conflict(request, conflict, requested_at=requested_at)
+        if stored.expires_at <= self._clock():
+            # Its pay_url may be dead: only the platform knows whether it was paid in time.
+            try:
+                existing: QueryData = await self._call(
+                    "query",
+                    lambda: self._client.query_order(
+                        request.merchant_id, mch_trade_id=request.mch_trade_id
+                    ),
+                )
+            except OrderNotFound:
+                # The platform no longer knows it (it forgets old orders): the state decides.
+                log.warning(
+                    "expired order unknown to the platform; answered from state",
+                    extra={"mch_trade_id": request.mch_trade_id, "trade_id": stored.trade_id},
+                )
+            except PooulError as exc:
+                raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+            else:
+                conflict = check_late_repeat(stored, request, existing)
+                if conflict is not None:
+                    self._metrics.conflicts.labels(source="platform").inc()
+                    return self._conflict(request, conflict, requested_at=requested_at)
+        return created_result(request, stored, requested_at=requested_at, now=self._clock())
 
     async def _create(
         self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
