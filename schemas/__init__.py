@@ -20,6 +20,8 @@ from schemas.signals import (
     REQUEST_ID_HEADER,
     NotifySignal,
     OrderCreatedSignal,
+    RecheckSignal,
+    ResolveSignal,
     TradeSignal,
     parse_trade_signal,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "OrderResponseData",
     "QueryData",
     "QueryRequest",
+    "RecheckSignal",
+    "ResolveSignal",
     "ResponseEnvelope",
     "ResultCode",
     "TradeSignal",

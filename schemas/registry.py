@@ -29,17 +29,20 @@ from schemas.signals import (
     REQUEST_ID_HEADER,
     NotifySignal,
     OrderCreatedSignal,
+    RecheckSignal,
+    ResolveSignal,
 )
 
 __all__ = ["COMPONENTS", "MESSAGES", "TOPICS", "Header", "Message", "Topic"]
 
-Component = Literal["ingress", "orders", "trades", "dlq"]
+Component = Literal["ingress", "orders", "trades", "dlq", "operator"]
 
 COMPONENTS: dict[str, str] = {
     "ingress": "HTTP endpoint for Pooul notifies (`pooul-worker ingress`)",
     "orders": "orders worker (`pooul-worker orders`)",
     "trades": "trades worker (`pooul-worker trades`)",
     "dlq": "operator tool replaying dead letters (`pooul-worker dlq replay`)",
+    "operator": "operator tool acting on one trade (`pooul-worker trade recheck|resolve`)",
 }
 
 
@@ -93,6 +96,8 @@ _SIGNAL_HEADERS = (
     Header(REQUEST_ID_HEADER, "the upstream request id, when known", required=False),
 )
 
+_OPERATOR_HEADERS = (Header(KIND_HEADER, "`recheck` or `resolve`, the value's `kind`"),)
+
 _RESULT_HEADERS = (
     Header(STATUS_HEADER, "`created`, `rejected` or `failed`, the value's `status`"),
     Header(MERCHANT_HEADER, "the Pooul merchant id, when the request had a valid one", False),
@@ -135,6 +140,20 @@ MESSAGES: tuple[Message, ...] = (
         "The platform accepted an order: amount and expiry for the trades worker to reconcile.",
         "outbound",
         _SIGNAL_HEADERS,
+    ),
+    Message(
+        RecheckSignal,
+        "An operator asks the trades worker to query a trade again (a flagged trade, one "
+        "given up on) and apply the usual rules.",
+        "inbound",
+        _OPERATOR_HEADERS,
+    ),
+    Message(
+        ResolveSignal,
+        "An operator settled a flagged trade outside the service: it becomes `resolved`, "
+        "nothing is published.",
+        "inbound",
+        _OPERATOR_HEADERS,
     ),
     Message(
         PaymentEvent,
@@ -187,10 +206,11 @@ TOPICS: tuple[Topic, ...] = (
         description="Everything that may change a trade, keyed by `trade_id` so one trade's "
         "signals stay ordered on one partition.",
         key="`trade_id` (the platform's order id), UTF-8",
-        messages=("NotifySignal", "OrderCreatedSignal"),
+        messages=("NotifySignal", "OrderCreatedSignal", "RecheckSignal", "ResolveSignal"),
         producers={
             "ingress": ("NotifySignal",),
             "orders": ("OrderCreatedSignal",),
+            "operator": ("RecheckSignal", "ResolveSignal"),
             "dlq": (),
         },
         consumers={"trades": ()},

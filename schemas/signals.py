@@ -2,6 +2,8 @@
 
 - `NotifySignal` — written by the ingress: the raw, signature-verified notify body.
 - `OrderCreatedSignal` — written by the orders worker: the amount and expiry to reconcile against.
+- `RecheckSignal`, `ResolveSignal` — written by an operator (`pooul-worker trade recheck|resolve`)
+  for a trade that waits for a human (flagged) or was given up on.
 
 Headers carry the kind and merchant so tools can filter without parsing the value.
 """
@@ -17,8 +19,12 @@ __all__ = [
     "KIND_HEADER",
     "MERCHANT_HEADER",
     "REQUEST_ID_HEADER",
+    "AnyTradeSignal",
     "NotifySignal",
+    "OperatorSignal",
     "OrderCreatedSignal",
+    "RecheckSignal",
+    "ResolveSignal",
     "TradeSignal",
     "parse_trade_signal",
 ]
@@ -55,10 +61,37 @@ class OrderCreatedSignal(BaseModel):
     request_id: str | None = None
 
 
-TradeSignal = Annotated[NotifySignal | OrderCreatedSignal, Field(discriminator="kind")]
-_ADAPTER: TypeAdapter[NotifySignal | OrderCreatedSignal] = TypeAdapter(TradeSignal)
+class _OperatorSignal(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trade_id: str = Field(min_length=1, max_length=64)
+    requested_by: str = Field(min_length=1, max_length=64, description="who asked (audit)")
+    requested_at: datetime
 
 
-def parse_trade_signal(value: bytes) -> NotifySignal | OrderCreatedSignal:
+class RecheckSignal(_OperatorSignal):
+    """Query the trade again now and apply the usual rules, flag or not: a flagged trade is
+    published only if the platform's answer no longer contradicts the order (else flagged and
+    dead-lettered again); a trade given up on is reconciled again."""
+
+    kind: Literal["recheck"] = "recheck"
+    note: str | None = Field(default=None, max_length=500)
+
+
+class ResolveSignal(_OperatorSignal):
+    """A human settled a flagged trade outside this service (e.g. refunded the buyer): it leaves
+    the flagged state for `resolved`. Nothing is published; later notifies are skipped."""
+
+    kind: Literal["resolve"] = "resolve"
+    note: str = Field(min_length=1, max_length=500, description="what was done, for the audit")
+
+
+OperatorSignal = RecheckSignal | ResolveSignal
+AnyTradeSignal = NotifySignal | OrderCreatedSignal | RecheckSignal | ResolveSignal
+TradeSignal = Annotated[AnyTradeSignal, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[AnyTradeSignal] = TypeAdapter(TradeSignal)
+
+
+def parse_trade_signal(value: bytes) -> AnyTradeSignal:
     """Parse a trade-signals record value; raises `pydantic.ValidationError` on bad input."""
     return _ADAPTER.validate_json(value)

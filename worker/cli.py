@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "worker.bench.cli",
     "worker.schemas_export",
     "worker.dlq_cli",
+    "worker.trade_cli",
     "worker.dev.cli",
 )
 

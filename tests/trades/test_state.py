@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.pooul import QueryData
-from schemas.signals import OrderCreatedSignal
+from schemas.signals import OrderCreatedSignal, ResolveSignal
 from schemas.trade_state import TradeState
 from worker.trades.reconcile import ReconcilePolicy
 from worker.trades.state import (
@@ -16,9 +16,11 @@ from worker.trades.state import (
     TradeRecord,
     apply_answer,
     apply_order_created,
+    apply_resolve,
     can_advance,
     classify_notify,
     new_notify_record,
+    reopen,
 )
 
 M = "888100000000001"
@@ -109,6 +111,10 @@ def test_record_round_trips_through_json() -> None:
         overdue=True,
     )
     assert TradeRecord.from_json(record.to_json()) == record
+    resolved = owned(
+        phase=Phase.RESOLVED, flag_reason="amount_mismatch", resolved_by="a", resolution="n"
+    )
+    assert TradeRecord.from_json(resolved.to_json()) == resolved
 
 
 @pytest.mark.parametrize("value", [None, [], {"v": 99}, {"v": 1, "trade_id": "T"}])
@@ -373,3 +379,75 @@ def test_unowned_final_answer_without_any_amount_flags_instead_of_failing(state:
     assert (decision.kind, decision.reason) == ("flag", "amount_missing")
     owned_decision = apply_answer(owned(), answer(state, total_fee=None), now=NOW, policy=POLICY)
     assert owned_decision.kind == "publish"
+
+
+def resolve_signal(**fields: Any) -> ResolveSignal:
+    values: dict[str, Any] = {
+        "trade_id": "T1",
+        "requested_by": "alice",
+        "requested_at": datetime.fromtimestamp(NOW, UTC),
+        "note": "refunded offline, ticket 42",
+        **fields,
+    }
+    return ResolveSignal(**values)
+
+
+def test_resolving_a_flagged_trade_keeps_it_for_good_and_publishes_nothing() -> None:
+    """A flagged trade a human settled becomes resolved: kept, later notifies and order signals
+    change nothing, never reconciled."""
+    flagged = apply_answer(owned(), answer(0, total_fee=1), now=NOW, policy=POLICY).record
+    decision = apply_resolve(flagged, resolve_signal(), now=NOW + 60)
+    assert decision.kind == "update"
+    resolved = decision.record
+    assert resolved.phase is Phase.RESOLVED
+    assert (resolved.resolved_by, resolved.resolution) == ("alice", "refunded offline, ticket 42")
+    assert (resolved.flag_reason, resolved.published, resolved.updated_at) == (
+        "amount_mismatch",
+        None,
+        NOW + 60,
+    )
+    assert resolved.keep_until(ReconcilePolicy(retention=60.0)) is None
+    assert classify_notify(resolved, TradeState.PAID) == "duplicate"
+    late_order = apply_order_created(resolved, order_signal(total_fee=1), now=NOW, policy=POLICY)
+    assert late_order.kind == "update" and late_order.record.phase is Phase.RESOLVED
+
+
+@pytest.mark.parametrize("phase", [Phase.PENDING, Phase.CONFIRMED, Phase.ABANDONED, Phase.RESOLVED])
+def test_resolve_leaves_a_trade_not_flagged_as_it_is(phase: Phase) -> None:
+    record = owned(phase=phase)
+    decision = apply_resolve(record, resolve_signal(), now=NOW)
+    assert (decision.kind, decision.reason, decision.record) == ("duplicate", "not_flagged", record)
+    assert phase.value in decision.detail
+
+
+def test_a_reopened_flagged_trade_is_judged_by_the_usual_rules() -> None:
+    """A recheck reopens a flagged trade: still contradicting → flagged again; an answer that
+    agrees with the order → published. What the order expects is kept."""
+    flagged = apply_answer(owned(), answer(0, total_fee=1), now=NOW, policy=POLICY).record
+    reopened = reopen(flagged, now=NOW + 10)
+    assert (reopened.phase, reopened.flag_reason, reopened.expected_fee) == (
+        Phase.PENDING,
+        None,
+        100,
+    )
+    again = apply_answer(reopened, answer(0, total_fee=1), now=NOW + 10, policy=POLICY)
+    assert (again.kind, again.reason) == ("flag", "amount_mismatch")
+    agrees = apply_answer(reopened, answer(0), now=NOW + 10, policy=POLICY)
+    assert agrees.kind == "publish" and agrees.record.published is TradeState.PAID
+
+
+def test_reopen_keeps_what_was_published_and_clears_a_resolution() -> None:
+    """A trade flagged after its event (a late order with another amount) reopens as confirmed:
+    the published state stays the anchor; a resolved trade loses its resolution."""
+    record = owned(
+        phase=Phase.RESOLVED,
+        published=TradeState.PAID,
+        flag_reason="amount_mismatch",
+        resolved_by="alice",
+        resolution="n",
+    )
+    reopened = reopen(record, now=NOW)
+    assert (reopened.phase, reopened.published) == (Phase.CONFIRMED, TradeState.PAID)
+    assert (reopened.resolved_by, reopened.resolution, reopened.flag_reason) == (None, None, None)
+    abandoned = reopen(owned(phase=Phase.ABANDONED), now=NOW)
+    assert abandoned.phase is Phase.PENDING

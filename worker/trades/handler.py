@@ -9,6 +9,8 @@ any point repeats work (the same event id again), never loses it.
   (signature verified by the client) and act on the **query's** answer.
 - *order created*: record the expected amount, mch_trade_id and expiry; schedule a check.
 - *timer*: query a pending trade; publish when final; close it once expired (if configured).
+- *recheck* (an operator): query the trade now and decide by the usual rules, flagged or given
+  up or not; *resolve* (an operator): a flagged trade becomes resolved, nothing published.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from pydantic import ValidationError
 
 from schemas.dead_letter import DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SERVICE_HEADER
 from schemas.pooul import QueryData
-from schemas.signals import NotifySignal, OrderCreatedSignal, parse_trade_signal
+from schemas.signals import (
+    NotifySignal,
+    OperatorSignal,
+    OrderCreatedSignal,
+    RecheckSignal,
+    parse_trade_signal,
+)
 from schemas.trade_state import TradeState
 from worker.pooul import PooulClient
 from worker.pooul.errors import (
@@ -48,8 +56,10 @@ from worker.trades.state import (
     TradeRecord,
     apply_answer,
     apply_order_created,
+    apply_resolve,
     classify_notify,
     new_notify_record,
+    reopen,
 )
 
 __all__ = ["TradesHandler"]
@@ -132,8 +142,10 @@ class TradesHandler:
         stored = self._load(ctx)
         if isinstance(signal, NotifySignal):
             await self._on_notify(signal, stored, ctx)
-        else:
+        elif isinstance(signal, OrderCreatedSignal):
             await self._on_order_created(signal, stored, ctx)
+        else:
+            await self._on_operator(signal, stored, ctx)
 
     async def on_timer(self, ctx: KeyContext) -> None:
         """A reconciliation check of a pending trade: query, then publish, close or recheck."""
@@ -228,6 +240,50 @@ class TradesHandler:
             self._metrics.mismatches.labels(reason=decision.reason).inc()
         await self._write(ctx, decision.record)
 
+    async def _on_operator(
+        self, signal: OperatorSignal, stored: TradeRecord | None, ctx: KeyContext
+    ) -> None:
+        """A human's decision about one trade; its outcome goes to the log line and the metric
+        (the operator tool also shows the trade's state entry when one is written)."""
+        outcome = await self._operator_outcome(signal, stored, ctx)
+        self._metrics.operator_signals.labels(kind=signal.kind, outcome=outcome).inc()
+        log.warning(
+            "operator signal",
+            extra={
+                "trade_id": signal.trade_id,
+                "kind": signal.kind,
+                "outcome": outcome,
+                "requested_by": signal.requested_by,
+                "note": signal.note,
+                "phase_before": None if stored is None else stored.phase.value,
+            },
+        )
+
+    async def _operator_outcome(
+        self, signal: OperatorSignal, stored: TradeRecord | None, ctx: KeyContext
+    ) -> str:
+        if stored is None:
+            # Without an entry there is no merchant to query as: nothing this service knows.
+            return "unknown_trade"
+        if not isinstance(signal, RecheckSignal):
+            decision = apply_resolve(stored, signal, now=self._clock())
+            if decision.kind == "duplicate":
+                return decision.reason
+            await self._write(ctx, decision.record)
+            return "resolved"
+        reopened = reopen(stored, now=self._clock())
+        try:
+            answer = await self._query(reopened)
+        except OrderNotFound:
+            return "not_found"  # nothing to judge by: the trade stays as it was
+        except PooulError as exc:
+            # Retried (an outage never exhausts) or dead-lettered; the stored trade is untouched.
+            raise _runtime_error(exc) from exc
+        decision = await self._settle(
+            reopened, answer, ctx, confirmed_by="reconcile", timer=False, counts_as_check=False
+        )
+        return decision.kind
+
     # --- querying ------------------------------------------------------------------------
 
     async def _query(self, record: TradeRecord) -> QueryData:
@@ -307,7 +363,7 @@ class TradesHandler:
         """Make sure the stored trade will be looked at again (a first notify stored nothing);
         confirmed, flagged and abandoned trades stay as they are."""
         if ctx.state is not None:
-            if record.phase in (Phase.CONFIRMED, Phase.FLAGGED, Phase.ABANDONED):
+            if record.phase in (Phase.CONFIRMED, Phase.FLAGGED, Phase.RESOLVED, Phase.ABANDONED):
                 return
             if record.phase is Phase.PENDING and record.next_check_at is not None:
                 return
@@ -342,7 +398,8 @@ class TradesHandler:
         timer: bool,
         counts_as_check: bool,
         received_at: datetime | None = None,
-    ) -> None:
+    ) -> Decision:
+        """Decide on a verified answer and carry the decision out; returns the one carried out."""
         now = self._clock()
         decision = apply_answer(
             record, answer, now=now, policy=self._policy, counts_as_check=counts_as_check
@@ -353,7 +410,7 @@ class TradesHandler:
                 decision.record, ctx, timer=timer, advance=False
             )
             if after is None:
-                return
+                return decision
             answer, confirmed_by, received_at = after, "reconcile", None
             decision = apply_answer(
                 decision.record, answer, now=self._clock(), policy=self._policy, after_close=True
@@ -361,6 +418,7 @@ class TradesHandler:
         await self._carry_out(
             decision, answer, ctx, confirmed_by=confirmed_by, received_at=received_at
         )
+        return decision
 
     async def _carry_out(
         self,

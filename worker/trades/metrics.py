@@ -46,6 +46,14 @@ class TradesMetrics:
             "Notifies for flagged trades, skipped (a flagged trade waits for a human).",
             registry=r,
         )
+        self.operator_signals = Counter(
+            "pooul_trades_operator_signals",
+            "Operator signals handled (`pooul-worker trade recheck|resolve`), by kind and outcome "
+            "(recheck: the decision taken — publish, flag, recheck, stale, abandon, ... — or "
+            "not_found, unknown_trade; resolve: resolved, not_flagged, unknown_trade).",
+            ["kind", "outcome"],
+            registry=r,
+        )
         self.disagreements = Counter(
             "pooul_trades_notify_query_disagreements",
             "Notifies that said paid while the query did not (forged or premature notifies).",

@@ -9,7 +9,9 @@ Rules:
   that can follow a payment: paid → refund requested / reversed / revoked.
 - Only the query's answer moves a trade; a notify only decides whether to ask.
 - An answer that contradicts the order (amount, merchant, mch_trade_id) flags the trade:
-  nothing is published for it, ever, without a human.
+  nothing is published for it, ever, without a human. What a human can do (`pooul-worker trade
+  recheck|resolve`): have it queried again under these same rules (`reopen`), or mark it
+  settled outside the service (`apply_resolve`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Final, Literal
 
 from schemas.events import PUBLISHED_STATES
 from schemas.pooul import QueryData
-from schemas.signals import OrderCreatedSignal
+from schemas.signals import OrderCreatedSignal, ResolveSignal
 from schemas.trade_state import TradeState
 from worker.trades.reconcile import ReconcilePolicy
 
@@ -32,10 +34,12 @@ __all__ = [
     "TradeRecord",
     "apply_answer",
     "apply_order_created",
+    "apply_resolve",
     "can_advance",
     "classify_notify",
     "identity_mismatch",
     "new_notify_record",
+    "reopen",
 ]
 
 _STATE_VERSION: Final = 1
@@ -60,6 +64,12 @@ class Phase(StrEnum):
     CONFIRMED = "confirmed"  # a final state was confirmed by query and published
     FLAGGED = "flagged"  # the platform contradicts the order: nothing published, needs a human
     ABANDONED = "abandoned"  # expired, never confirmed final, no longer queried
+    RESOLVED = "resolved"  # was flagged; a human settled it outside the service (nothing published)
+
+
+# Phases whose entry is kept until a human acts, and then for good: without it a later signal
+# or a dead letter's replay would start afresh, without the order's amount to check against.
+_KEPT_FOR_GOOD: Final = frozenset({Phase.FLAGGED, Phase.RESOLVED})
 
 
 def can_advance(current: TradeState | None, new: TradeState) -> bool:
@@ -97,6 +107,8 @@ class TradeRecord:
     close_attempts: int = 0
     flag_reason: str | None = None
     overdue: bool = False
+    resolved_by: str | None = None
+    resolution: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (versioned, so a later layout can still read this one)."""
@@ -119,6 +131,8 @@ class TradeRecord:
             "close_attempts": self.close_attempts,
             "flag_reason": self.flag_reason,
             "overdue": self.overdue,
+            "resolved_by": self.resolved_by,
+            "resolution": self.resolution,
         }
 
     @classmethod
@@ -146,15 +160,16 @@ class TradeRecord:
                 close_attempts=int(value.get("close_attempts", 0)),
                 flag_reason=value.get("flag_reason"),
                 overdue=bool(value.get("overdue", False)),
+                resolved_by=value.get("resolved_by"),
+                resolution=value.get("resolution"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed trade record: {exc}") from None
 
     def keep_until(self, policy: ReconcilePolicy) -> float | None:
         """When the entry (and the dedup memory it is) may be dropped from the store; None for
-        a flagged trade, kept until a human acts: without its entry a later signal or a dead
-        letter's replay would start afresh, without the order's amount to check against."""
-        if self.phase is Phase.FLAGGED:
+        a flagged or resolved trade (`_KEPT_FOR_GOOD`)."""
+        if self.phase in _KEPT_FOR_GOOD:
             return None
         horizon = max(self.updated_at, self.expires_at or 0.0, self.next_check_at or 0.0)
         return horizon + policy.retention
@@ -190,11 +205,14 @@ NotifyVerdict = Literal["query", "duplicate", "flagged"]
 
 
 def classify_notify(record: TradeRecord | None, claimed: TradeState | None) -> NotifyVerdict:
-    """Whether a notify is worth a query. Only a claim that could move the trade forward is."""
+    """Whether a notify is worth a query. Only a claim that could move the trade forward is;
+    nothing a notify says moves a trade a human settled (resolved)."""
     if record is None:
         return "query"
     if record.phase is Phase.FLAGGED:
         return "flagged"
+    if record.phase is Phase.RESOLVED:
+        return "duplicate"
     if record.phase is Phase.CONFIRMED:
         if (
             claimed is not None
@@ -396,7 +414,7 @@ def apply_order_created(
             "amount_mismatch",
             f"order expects {signal.total_fee} fen, platform said {record.total_fee} fen",
         )
-    if problem is not None and record.phase is not Phase.FLAGGED:
+    if problem is not None and record.phase not in _KEPT_FOR_GOOD:
         flagged = replace(
             merged,
             merchant_id=record.merchant_id,
@@ -415,3 +433,35 @@ def apply_order_created(
             wake = min(wake, record.next_check_at)
         return Decision("update", replace(merged, phase=Phase.PENDING, next_check_at=wake))
     return Decision("update", merged)
+
+
+def reopen(record: TradeRecord, *, now: float) -> TradeRecord:
+    """The trade as an operator's recheck puts it before the query: out of flagged, resolved or
+    given up, so the answer is judged afresh by `apply_answer` (which flags it again if it
+    still contradicts the order). What the order expects and what was published are kept."""
+    phase = Phase.CONFIRMED if record.published is not None else Phase.PENDING
+    return replace(
+        record,
+        phase=phase,
+        flag_reason=None,
+        resolved_by=None,
+        resolution=None,
+        next_check_at=None,
+        updated_at=now,
+    )
+
+
+def apply_resolve(record: TradeRecord, signal: ResolveSignal, *, now: float) -> Decision:
+    """A human settled a flagged trade: `update` to resolved (kept for good, nothing published);
+    any other trade is left as it is (`duplicate`, with the reason)."""
+    if record.phase is not Phase.FLAGGED:
+        return Decision("duplicate", record, "not_flagged", f"the trade is {record.phase.value}")
+    resolved = replace(
+        record,
+        phase=Phase.RESOLVED,
+        resolved_by=signal.requested_by,
+        resolution=signal.note,
+        next_check_at=None,
+        updated_at=now,
+    )
+    return Decision("update", resolved)
