@@ -242,7 +242,7 @@ class Settings(BaseSettings):
     # Consumer group of `pooul-worker orders` on the order-requests topic.
     pooul_orders_group_id: str = "pooul-orders"
     # Seconds a created order is remembered after it expires (repeats before the expiry are
-    # answered without the platform, later ones after one query: was it paid?); the order's
+    # answered without the platform, later ones after one query: did it end unpaid?); the order's
     # expiry itself is time_expire, else POOUL_ORDER_DEFAULT_TTL.
     pooul_orders_state_retention: float = Field(default=7 * 86400.0, gt=0)
 

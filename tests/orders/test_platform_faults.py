@@ -144,19 +144,20 @@ async def test_platform_outage_opens_the_circuit_then_creates_once(make_rig):
     assert metric(registry, "pooul_orders_retries_total", reason="transport") == calls["http_500"]
 
 
-async def test_late_repeat_waits_out_an_outage_and_trusts_state_when_forgotten(make_rig):
+async def test_late_repeat_waits_out_an_outage_and_trusts_state_without_an_answer(make_rig):
     """A repeat past the order's expiry needs the platform's word: while it answers HTTP 500 the
-    repeat is held (retried behind the breaker, no answer); once back, a paid order is `created`
-    again. An order the platform no longer knows (301) is answered from the state."""
+    repeat is held (retried behind the breaker, no answer); once back, the paid order is
+    `created` again. Without a usable answer — 301 (the platform forgot the order) or an
+    unverifiable one — the state answers, as before the order expired."""
     import time
 
     rig = await make_rig(pooul_circuit_failure_threshold=3)
     async with running_orders(rig.settings) as registry:
         expire = int(time.time()) + 3
-        paid, forgotten = order_request(time_expire=expire), order_request(time_expire=expire)
-        await rig.send(paid)
-        await rig.send(forgotten)
-        firsts = {result.mch_trade_id: result for _, result in await rig.results(2)}
+        paid, forgotten, unverified = (order_request(time_expire=expire) for _ in range(3))
+        for request in (paid, forgotten, unverified):
+            await rig.send(request)
+        firsts = {result.mch_trade_id: result for _, result in await rig.results(3)}
         first_paid = firsts[paid["mch_trade_id"]]
         pay_url = f"{rig.sandbox.url}/sandbox/orders/{first_paid.trade_id}/pay"
         async with rig.http.post(pay_url, json={"notify": False}) as resp:
@@ -168,15 +169,19 @@ async def test_late_repeat_waits_out_an_outage_and_trusts_state_when_forgotten(m
         async with asyncio.timeout(15):
             while metric(registry, "pooul_runtime_circuit_opened_total", worker="orders") < 1:  # noqa: ASYNC110 - polling a metric
                 await asyncio.sleep(0.05)
-        assert len(await rig.reader(rig.settings.pooul_topic_order_results).settle(0.3)) == 2
+        assert len(await rig.reader(rig.settings.pooul_topic_order_results).settle(0.3)) == 3
         await rig.faults()
-        [_, _, (_, paid_again)] = await rig.results(3)
+        [*_, (_, paid_again)] = await rig.results(4)
         await rig.faults(force_code=301, force_code_endpoints=["query"])
         await rig.send(forgotten)
-        [*_, (_, forgotten_again)] = await rig.results(4)
-    for request, result in ((paid, paid_again), (forgotten, forgotten_again)):
+        [*_, (_, forgotten_again)] = await rig.results(5)
+        await rig.faults(bad_signature_rate=1.0)
+        await rig.send(unverified)
+        [*_, (_, unverified_again)] = await rig.results(6)
+    answers = ((paid, paid_again), (forgotten, forgotten_again), (unverified, unverified_again))
+    for request, result in answers:
         assert isinstance(result, OrderCreated)
         assert result.trade_id == firsts[request["mch_trade_id"]].trade_id
     assert metric(registry, "pooul_orders_retries_total", reason="transport") >= 3
     assert (await rig.query_calls()).get("301") == 1
-    assert metric(registry, "pooul_orders_results_total", outcome="created", path="repeat") == 2
+    assert metric(registry, "pooul_orders_results_total", outcome="created", path="repeat") == 3

@@ -133,9 +133,10 @@ async def test_other_buyer_for_created_order_conflicts(make_rig):
     assert metric(registry, "pooul_orders_conflicts_total", source="state") == 1
 
 
-async def test_repeat_after_expiry_is_created_only_for_a_paid_order(make_rig):
-    """Past an order's expiry a repeat asks the platform: paid → the same `created`; still
-    unpaid or closed → a conflict, never the pay_url nobody can pay any more."""
+async def test_repeat_after_expiry_conflicts_once_the_order_ended_unpaid(make_rig):
+    """Past an order's expiry a repeat asks the platform: closed → a conflict, never the pay_url
+    nobody can pay any more; paid, or not closed yet (the trades worker closes it) → the same
+    `created`."""
     rig = await make_rig()
     async with running_orders(rig.settings) as registry:
         expire = int(time.time()) + 3
@@ -146,35 +147,33 @@ async def test_repeat_after_expiry_is_created_only_for_a_paid_order(make_rig):
         firsts = {result.mch_trade_id: result for _, result in await rig.results(3)}
         created = {name: firsts[request["mch_trade_id"]] for name, request in requests.items()}
         assert all(isinstance(result, OrderCreated) for result in created.values())
-        for name, action, body in (
-            ("paid", "pay", {"notify": False}),
-            ("closed", "close", {"notify": False}),
-        ):
+        for name, action in (("paid", "pay"), ("closed", "close")):
             url = f"{rig.sandbox.url}/sandbox/orders/{created[name].trade_id}/{action}"
-            async with rig.http.post(url, json=body) as resp:
+            async with rig.http.post(url, json={"notify": False}) as resp:
                 assert resp.status == 200, await resp.text()
         await asyncio.sleep(expire - time.time() + 0.2)
         for request in requests.values():
             await rig.send(request)
         later = {result.mch_trade_id: result for _, result in (await rig.results(6))[3:]}
     again = {name: later[request["mch_trade_id"]] for name, request in requests.items()}
-    paid = again["paid"]
-    assert isinstance(paid, OrderCreated)
-    assert (paid.trade_id, paid.pay_url, paid.created_at) == (
-        created["paid"].trade_id,
-        created["paid"].pay_url,
-        created["paid"].created_at,
-    )
-    for name, words in (("unpaid", "expired unpaid at"), ("closed", "(trade_state 3)")):
-        conflict = again[name]
-        assert isinstance(conflict, OrderFailed), name
-        assert (conflict.reason, conflict.retryable) == ("conflict", False)
-        assert conflict.trade_id == created[name].trade_id
-        assert words in conflict.msg and "new mch_trade_id" in conflict.msg
-    assert metric(registry, "pooul_orders_conflicts_total", source="platform") == 2
-    assert metric(registry, "pooul_orders_results_total", outcome="created", path="repeat") == 1
-    # One order each: a late repeat never makes a new one.
+    for name in ("paid", "unpaid"):
+        result = again[name]
+        assert isinstance(result, OrderCreated), name
+        assert (result.trade_id, result.pay_url, result.created_at) == (
+            created[name].trade_id,
+            created[name].pay_url,
+            created[name].created_at,
+        )
+    conflict = again["closed"]
+    assert isinstance(conflict, OrderFailed)
+    assert (conflict.reason, conflict.retryable) == ("conflict", False)
+    assert conflict.trade_id == created["closed"].trade_id
+    assert "(trade_state 3)" in conflict.msg and "new mch_trade_id" in conflict.msg
+    assert metric(registry, "pooul_orders_conflicts_total", source="platform") == 1
+    assert metric(registry, "pooul_orders_results_total", outcome="created", path="repeat") == 2
+    # One order each: a late repeat never makes a new one; one query per late repeat.
     assert await rig.pay_calls() == {"0": 3}
+    assert await rig.query_calls() == {"0": 3}
 
 
 async def test_existing_closed_order_conflicts_instead_of_created(make_rig):

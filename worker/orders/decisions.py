@@ -1,8 +1,8 @@
 """The orders worker's judgements, as pure functions over what it knows.
 
 - a repeat of an order already created: same order, or a conflict (another amount, buyer,
-  description, ... — `ORDER_TERMS`); past the order's expiry, only if the platform says it
-  was paid (or is being paid);
+  description, ... — `ORDER_TERMS`); past the order's expiry, also a conflict when the
+  platform says it ended unpaid;
 - a 107 answered by the platform: the existing order (queried) is ours, or a conflict;
 - a fresh success: the order to remember.
 """
@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from schemas.orders import OrderRequest
 from schemas.pooul import OrderResponseData, QueryData
@@ -48,8 +47,6 @@ ORDER_TERMS = (
 _ENDED_UNPAID = frozenset(
     {TradeState.CLOSED, TradeState.FAILED, TradeState.REVOKED, TradeState.REVERSED}
 )
-# Orders still waiting for a payment: past their expiry nobody can pay them any more.
-_UNPAID = frozenset({TradeState.INITIAL, TradeState.NOT_PAID})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +125,10 @@ def check_late_repeat(
     stored: StoredOrder, request: OrderRequest, existing: QueryData
 ) -> Conflict | None:
     """A repeat (same amount and terms) after the order's `expires_at`, judged on the platform's
-    answer about it: the same order when paid, being paid or refund requested; a conflict when
-    it ended or waits unpaid — its `pay_url` can no longer be paid, and answering `created` would
-    hand it upstream again."""
+    answer about it, like a 107 recovery: a conflict when it ended unpaid (closed, failed,
+    revoked, reversed) — its `pay_url` can no longer be paid, and answering `created` would hand
+    it upstream again. Paid, being paid, refund requested, or still waiting for a payment (our
+    expiry may not be the platform's; the trades worker closes it) → the same order."""
     if existing.trade_id != stored.trade_id:
         return Conflict(
             msg=(
@@ -141,16 +139,6 @@ def check_late_repeat(
         )
     if existing.trade_state in _ENDED_UNPAID:
         return _unpayable(request, existing.trade_id, existing.trade_state)
-    if existing.trade_state in _UNPAID:
-        expired = datetime.fromtimestamp(stored.expires_at, UTC).isoformat(timespec="seconds")
-        return Conflict(
-            msg=(
-                f"mch_trade_id {request.mch_trade_id} already names order {stored.trade_id}, "
-                f"which expired unpaid at {expired} and can no longer be paid; send the order "
-                "with a new mch_trade_id"
-            ),
-            trade_id=stored.trade_id,
-        )
     return None
 
 

@@ -5,7 +5,7 @@ Per request (the runtime serialises calls per key = `mch_trade_id`):
 1. not a JSON object → `Permanent` (dead-letter topic); contract broken → `rejected`;
 2. this merchant's order for the key is in the state → the same `created` (or a `conflict`
    when the amount or terms differ), no platform call — unless the order's expiry has passed:
-   then one query says whether it was paid (`created`) or can no longer be (`conflict`);
+   then one query, and a `conflict` if it ended unpaid (closed, failed, revoked, reversed);
 3. otherwise unified order with the request's own `mch_trade_id` — a retry never makes a new
    one. 107 means an earlier attempt reached the platform: query it and answer `created` with
    its ids when merchant and amount match, else a `conflict`;
@@ -204,22 +204,23 @@ class OrdersHandler:
             self._metrics.conflicts.labels(source="state").inc()
             return self._conflict(request, conflict, requested_at=requested_at)
         if stored.expires_at <= self._clock():
-            # Its pay_url may be dead: only the platform knows whether it was paid in time.
+            # Its pay_url may be dead: ask the platform whether the order ended unpaid.
             try:
-                existing: QueryData = await self._call(
-                    "query",
-                    lambda: self._client.query_order(
-                        request.merchant_id, mch_trade_id=request.mch_trade_id
-                    ),
-                )
-            except OrderNotFound:
-                # The platform no longer knows it (it forgets old orders): the state decides.
-                log.warning(
-                    "expired order unknown to the platform; answered from state",
-                    extra={"mch_trade_id": request.mch_trade_id, "trade_id": stored.trade_id},
-                )
-            except PooulError as exc:
+                existing = await self._query_existing(request)
+            except TransportError as exc:
+                # An outage holds the answer (behind the breaker) rather than guess.
                 raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+            except PooulError as exc:
+                # 301 (the platform forgets old orders), a refusal or an unverifiable answer:
+                # no word on the order, so the state answers, as before the order expired.
+                log.warning(
+                    "expired order not confirmed by the platform; answered from state",
+                    extra={
+                        "mch_trade_id": request.mch_trade_id,
+                        "trade_id": stored.trade_id,
+                        "error": str(exc),
+                    },
+                )
             else:
                 conflict = check_late_repeat(stored, request, existing)
                 if conflict is not None:
@@ -250,12 +251,7 @@ class OrdersHandler:
         self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
     ) -> StoredOrder:
         try:
-            existing: QueryData = await self._call(
-                "query",
-                lambda: self._client.query_order(
-                    request.merchant_id, mch_trade_id=request.mch_trade_id
-                ),
-            )
+            existing = await self._query_existing(request)
         except PooulError as exc:
             raise self._steer(exc, request, ctx, requested_at=requested_at) from None
         recovered = recover_order(
@@ -273,6 +269,15 @@ class OrdersHandler:
             },
         )
         return recovered
+
+    async def _query_existing(self, request: OrderRequest) -> QueryData:
+        """The platform's order under the request's merchant and `mch_trade_id`."""
+        return await self._call(
+            "query",
+            lambda: self._client.query_order(
+                request.merchant_id, mch_trade_id=request.mch_trade_id
+            ),
+        )
 
     def _steer(
         self,
