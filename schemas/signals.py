@@ -72,7 +72,8 @@ class _OperatorSignal(BaseModel):
 class RecheckSignal(_OperatorSignal):
     """Query the trade again now and apply the usual rules, flag or not: a flagged trade is
     published only if the platform's answer no longer contradicts the order (else flagged and
-    dead-lettered again); a trade given up on is reconciled again."""
+    dead-lettered again); a trade given up on is published if the answer is final. Refused for
+    a resolved trade and for a merchant contradiction."""
 
     kind: Literal["recheck"] = "recheck"
     note: str | None = Field(default=None, max_length=500)
@@ -80,7 +81,8 @@ class RecheckSignal(_OperatorSignal):
 
 class ResolveSignal(_OperatorSignal):
     """A human settled a flagged trade outside this service (e.g. refunded the buyer): it leaves
-    the flagged state for `resolved`. Nothing is published; later notifies are skipped."""
+    the flagged state for `resolved`. Nothing is published; later notifies and rechecks are
+    skipped."""
 
     kind: Literal["resolve"] = "resolve"
     note: str = Field(min_length=1, max_length=500, description="what was done, for the audit")

@@ -29,10 +29,11 @@ from worker.settings import Settings
 __all__ = ["register"]
 
 _NO_CHANGE = (
-    "no change to the trade's state within {wait:g} s. The trades worker writes none when it "
-    "does not know the trade, when `resolve` finds it not flagged, or when the platform does not "
-    'know it (`recheck`): its log line "operator signal" and '
-    "pooul_trades_operator_signals_total{{kind,outcome}} say which. Is the worker running?"
+    "the trades worker wrote no state for this signal within {wait:g} s. It writes none for a "
+    "trade it does not know, a resolve of a trade not flagged, a recheck of a resolved trade or "
+    "of a merchant contradiction (resolve those by hand), or a trade the platform does not know; "
+    'an outage of Pooul holds a recheck until Pooul is back. Its log line "operator signal" '
+    "and pooul_trades_operator_signals_total{{kind,outcome}} say which. Is the worker running?"
 )
 
 
@@ -47,10 +48,11 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     recheck = actions.add_parser(
         "recheck",
-        help="query the trade again and apply the usual rules (flagged or given up or not)",
+        help="query the trade again and apply the usual rules (a flagged trade, one given up on)",
         description="A flagged trade is published only if the platform's answer no longer "
         "contradicts the order; otherwise it is flagged and dead-lettered again. A trade given "
-        "up on is reconciled again.",
+        "up on is published if the answer is final, else given up on again. Refused for a "
+        "resolved trade and for a merchant contradiction (a query cannot settle it).",
     )
     _common(recheck, by_required=False)
     recheck.add_argument("--note", help="why (kept in the signal and the worker's log)")
@@ -59,7 +61,8 @@ def register(subparsers: Any) -> None:
         "resolve",
         help="mark a flagged trade settled outside the service (nothing is published)",
         description="The trade leaves `flagged` for `resolved`: kept for good, later notifies "
-        "skipped, no event. Use when the contradiction was handled by hand (refund, correction).",
+        "and rechecks skipped, no event. Use when the contradiction was handled by hand "
+        "(refund, correction).",
     )
     _common(resolve, by_required=True)
     resolve.add_argument("--note", required=True, help="what was done, for the audit trail")

@@ -7,6 +7,7 @@ worker's counters as deltas.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ import pytest
 from schemas.signals import RecheckSignal, ResolveSignal
 from schemas.trade_state import TradeState
 from tests.trades.conftest import World
-from tests.trades.rig import TradesRig, sample, wait_until
+from tests.trades.rig import PlacedOrder, TradesRig, sample, wait_until
 from worker.cli import build_parser
 from worker.trades.operator import act_on_trade
 from worker.trades.state import Phase
@@ -88,13 +89,20 @@ async def test_flagged_trade_rechecked_stays_flagged_then_resolved(
         settings=settings,
     )  # fmt: skip
     assert code == 1
-    assert "no change to the trade's state within 1 s" in capsys.readouterr().err
+    assert "wrote no state for this signal within 1 s" in capsys.readouterr().err
     await wait_until(
         lambda: (
             sample(metrics, OPERATOR, kind="resolve", outcome="not_flagged")
             == before["not_flagged"] + 1
         ),
         what="the second resolve counted as not flagged",
+    )
+    # A recheck cannot undo the resolution (the buyer may have been refunded by hand).
+    refused = sample(metrics, OPERATOR, kind="recheck", outcome="resolved")
+    assert await cli("trade", "recheck", trade_id, "--wait", "1", settings=settings) == 1
+    await wait_until(
+        lambda: sample(metrics, OPERATOR, kind="recheck", outcome="resolved") == refused + 1,
+        what="the recheck of a resolved trade refused",
     )
     assert sample(metrics, OPERATOR, kind="resolve", outcome="resolved") == before["resolved"] + 1
     await rig.settle()
@@ -125,7 +133,41 @@ async def test_a_trade_given_up_on_is_published_after_a_recheck(world: World) ->
     [event] = rig.events_of(order.trade_id)
     assert (event.type, event.data.total_fee) == ("com.pooul.payment.succeeded", 700)
     assert event.data.confirmed_by == "reconcile"
-    assert sample(metrics, OPERATOR, kind="recheck", outcome="publish") == published + 1
+    await wait_until(
+        lambda: sample(metrics, OPERATOR, kind="recheck", outcome="publish") == published + 1,
+        what="the recheck counted",
+    )
+
+
+async def test_a_recheck_clears_a_flag_once_the_order_agrees_without_publishing_again(
+    world: World,
+) -> None:
+    """Paid and published before its order signal, then flagged by an order signal with another
+    amount (an upstream bug), then that signal corrected: a recheck finds platform, order and
+    event in agreement — the trade is confirmed again, the flag cleared, no second event."""
+    rig, metrics = world.rig, world.metrics
+    order = await rig.create_order(total_fee=800, signal=False)
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) == 1, what="the event")
+    expires_at = time.time() + 3600
+    wrong = PlacedOrder(order.trade_id, order.mch_trade_id, 799)
+    await rig.send_order_created(wrong, expires_at=expires_at)
+    await wait_until(lambda: len(letters_of(rig, order.trade_id)) == 1, what="the flag")
+    await rig.send_order_created(order, expires_at=expires_at)
+    stale = sample(metrics, OPERATOR, kind="recheck", outcome="stale")
+
+    outcome = await act_on_trade(world.settings, recheck(order.trade_id), wait=15)
+
+    assert outcome.record is not None
+    assert (outcome.record.phase, outcome.record.published) == (Phase.CONFIRMED, TradeState.PAID)
+    assert (outcome.record.flag_reason, outcome.record.expected_fee) == (None, 800)
+    await wait_until(
+        lambda: sample(metrics, OPERATOR, kind="recheck", outcome="stale") == stale + 1,
+        what="the recheck counted",
+    )
+    await rig.settle()
+    assert len(rig.events_of(order.trade_id)) == 1
+    assert len(letters_of(rig, order.trade_id)) == 1
 
 
 async def test_a_recheck_during_an_outage_waits_and_changes_nothing_meanwhile(

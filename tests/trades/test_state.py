@@ -20,6 +20,7 @@ from worker.trades.state import (
     can_advance,
     classify_notify,
     new_notify_record,
+    recheck_refusal,
     reopen,
 )
 
@@ -401,6 +402,7 @@ def test_resolving_a_flagged_trade_keeps_it_for_good_and_publishes_nothing() -> 
     resolved = decision.record
     assert resolved.phase is Phase.RESOLVED
     assert (resolved.resolved_by, resolved.resolution) == ("alice", "refunded offline, ticket 42")
+    assert resolved.operator_action == "resolve by alice at 2023-11-14T22:13:20+00:00"
     assert (resolved.flag_reason, resolved.published, resolved.updated_at) == (
         "amount_mismatch",
         None,
@@ -422,9 +424,11 @@ def test_resolve_leaves_a_trade_not_flagged_as_it_is(phase: Phase) -> None:
 
 def test_a_reopened_flagged_trade_is_judged_by_the_usual_rules() -> None:
     """A recheck reopens a flagged trade: still contradicting → flagged again; an answer that
-    agrees with the order → published. What the order expects is kept."""
+    agrees with the order → published. What the order expects is kept; the entry names the
+    recheck."""
     flagged = apply_answer(owned(), answer(0, total_fee=1), now=NOW, policy=POLICY).record
-    reopened = reopen(flagged, now=NOW + 10)
+    assert recheck_refusal(flagged) is None
+    reopened = reopen(flagged, now=NOW + 10, stamp="recheck by a at t")
     assert (reopened.phase, reopened.flag_reason, reopened.expected_fee) == (
         Phase.PENDING,
         None,
@@ -432,22 +436,31 @@ def test_a_reopened_flagged_trade_is_judged_by_the_usual_rules() -> None:
     )
     again = apply_answer(reopened, answer(0, total_fee=1), now=NOW + 10, policy=POLICY)
     assert (again.kind, again.reason) == ("flag", "amount_mismatch")
+    assert again.record.operator_action == "recheck by a at t"
     agrees = apply_answer(reopened, answer(0), now=NOW + 10, policy=POLICY)
     assert agrees.kind == "publish" and agrees.record.published is TradeState.PAID
 
 
-def test_reopen_keeps_what_was_published_and_clears_a_resolution() -> None:
+def test_reopen_keeps_what_was_published() -> None:
     """A trade flagged after its event (a late order with another amount) reopens as confirmed:
-    the published state stays the anchor; a resolved trade loses its resolution."""
-    record = owned(
-        phase=Phase.RESOLVED,
-        published=TradeState.PAID,
-        flag_reason="amount_mismatch",
-        resolved_by="alice",
-        resolution="n",
+    the published state stays the anchor; an agreeing answer is then stale (nothing again)."""
+    record = owned(phase=Phase.FLAGGED, published=TradeState.PAID, flag_reason="amount_mismatch")
+    reopened = reopen(record, now=NOW, stamp="s")
+    assert (reopened.phase, reopened.published, reopened.flag_reason) == (
+        Phase.CONFIRMED,
+        TradeState.PAID,
+        None,
     )
-    reopened = reopen(record, now=NOW)
-    assert (reopened.phase, reopened.published) == (Phase.CONFIRMED, TradeState.PAID)
-    assert (reopened.resolved_by, reopened.resolution, reopened.flag_reason) == (None, None, None)
-    abandoned = reopen(owned(phase=Phase.ABANDONED), now=NOW)
-    assert abandoned.phase is Phase.PENDING
+    assert apply_answer(reopened, answer(0), now=NOW, policy=POLICY).kind == "stale"
+    assert reopen(owned(phase=Phase.ABANDONED), now=NOW, stamp="s").phase is Phase.PENDING
+
+
+def test_a_recheck_cannot_undo_a_resolution_or_settle_a_merchant_contradiction() -> None:
+    """Resolved trades (maybe refunded by hand) and merchant contradictions are refused: the
+    stored merchant is the one queried as, so the answer would agree with it and publish."""
+    assert recheck_refusal(owned(phase=Phase.RESOLVED)) == "resolved"
+    notified = owned(phase=Phase.CONFIRMED, published=TradeState.PAID, total_fee=100)
+    late = apply_order_created(notified, order_signal(merchant_id="999"), now=NOW, policy=POLICY)
+    assert (late.kind, late.record.flag_reason) == ("flag", "merchant_mismatch")
+    assert recheck_refusal(late.record) == "merchant_contradiction"
+    assert recheck_refusal(owned(phase=Phase.ABANDONED)) is None

@@ -54,11 +54,13 @@ from worker.trades.state import (
     Decision,
     Phase,
     TradeRecord,
+    action_stamp,
     apply_answer,
     apply_order_created,
     apply_resolve,
     classify_notify,
     new_notify_record,
+    recheck_refusal,
     reopen,
 )
 
@@ -271,7 +273,10 @@ class TradesHandler:
                 return decision.reason
             await self._write(ctx, decision.record)
             return "resolved"
-        reopened = reopen(stored, now=self._clock())
+        refusal = recheck_refusal(stored)
+        if refusal is not None:
+            return refusal
+        reopened = reopen(stored, now=self._clock(), stamp=action_stamp(signal))
         try:
             answer = await self._query(reopened)
         except OrderNotFound:
@@ -282,6 +287,10 @@ class TradesHandler:
         decision = await self._settle(
             reopened, answer, ctx, confirmed_by="reconcile", timer=False, counts_as_check=False
         )
+        if decision.kind == "stale":
+            # What was published agrees with the platform and the order again (e.g. a trade
+            # flagged by a late order signal): confirmed, flag cleared. Nothing to publish.
+            await self._write(ctx, decision.record)
         return decision.kind
 
     # --- querying ------------------------------------------------------------------------

@@ -7,11 +7,12 @@ worker makes of it.
 
 The signal goes to the trade's partition of the trade-signals topic like any other (key =
 `trade_id`, acks=all), so the worker handles it in order with the trade's other signals. The
-worker's answer is the trade's next entry on the state changelog, which is co-partitioned: the
-same partition number, read from its end as it was just before the signal was written. A
-signal the worker writes no state for (an unknown trade, a resolve of a trade not flagged, a
-recheck the platform answers "not found") shows as no record within `wait`; the worker's log
-line "operator signal" and `pooul_trades_operator_signals_total` say which.
+worker's answer is the trade's entry on the state changelog (co-partitioned: the same
+partition number, read from its end as it was just before the signal was written) that names
+this very signal (`action_stamp`): other writes for the trade meanwhile are not taken for it.
+A signal the worker writes no state for (an unknown trade, a resolve of a trade not flagged, a
+recheck it refuses or the platform answers "not found") shows as no record within `wait`; the
+worker's log line "operator signal" and `pooul_trades_operator_signals_total` say which.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from worker.kafka import make_consumer, make_producer
 from worker.lag import high_watermarks
 from worker.runtime.state import decode_entry
 from worker.settings import Settings
-from worker.trades.state import Phase, TradeRecord
+from worker.trades.state import Phase, TradeRecord, action_stamp
 
 __all__ = ["ActionOutcome", "act_on_trade", "describe"]
 
@@ -66,7 +67,8 @@ async def act_on_trade(settings: Settings, signal: OperatorSignal, *, wait: floa
                 partition=partition,
                 headers=[(KIND_HEADER, signal.kind.encode())],
             )
-            record = await _next_entry(consumer, changelog, key, wait) if wait > 0 else None
+            stamp = action_stamp(signal)
+            record = await _entry_for(consumer, changelog, key, stamp, wait) if wait > 0 else None
             return ActionOutcome(partition, written.offset, record)
         finally:
             await consumer.stop()
@@ -74,10 +76,11 @@ async def act_on_trade(settings: Settings, signal: OperatorSignal, *, wait: floa
         await producer.stop()
 
 
-async def _next_entry(
-    consumer: AIOKafkaConsumer, changelog: TopicPartition, key: bytes, wait: float
+async def _entry_for(
+    consumer: AIOKafkaConsumer, changelog: TopicPartition, key: bytes, stamp: str, wait: float
 ) -> TradeRecord | None:
-    """The first readable entry for `key` from the consumer's position, within `wait` seconds."""
+    """The first entry for `key` naming the signal `stamp` from the consumer's position, within
+    `wait` seconds."""
     deadline = time.monotonic() + wait
     while (left := deadline - time.monotonic()) > 0:
         batches = await consumer.getmany(changelog, timeout_ms=int(min(left, 0.5) * 1000))
@@ -85,9 +88,11 @@ async def _next_entry(
             if message.key != key or message.value is None:
                 continue
             try:
-                return TradeRecord.from_json(decode_entry(message.value).value)
+                record = TradeRecord.from_json(decode_entry(message.value).value)
             except ValueError:
                 continue  # not an entry this release reads: keep watching
+            if record.operator_action == stamp:
+                return record
     return None
 
 

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 
 from schemas.events import PUBLISHED_STATES
 from schemas.pooul import QueryData
-from schemas.signals import OrderCreatedSignal, ResolveSignal
+from schemas.signals import OperatorSignal, OrderCreatedSignal, ResolveSignal
 from schemas.trade_state import TradeState
 from worker.trades.reconcile import ReconcilePolicy
 
@@ -32,6 +32,7 @@ __all__ = [
     "NotifyVerdict",
     "Phase",
     "TradeRecord",
+    "action_stamp",
     "apply_answer",
     "apply_order_created",
     "apply_resolve",
@@ -39,6 +40,7 @@ __all__ = [
     "classify_notify",
     "identity_mismatch",
     "new_notify_record",
+    "recheck_refusal",
     "reopen",
 ]
 
@@ -109,6 +111,7 @@ class TradeRecord:
     overdue: bool = False
     resolved_by: str | None = None
     resolution: str | None = None
+    operator_action: str | None = None  # the last operator signal acted on (`action_stamp`)
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (versioned, so a later layout can still read this one)."""
@@ -133,6 +136,7 @@ class TradeRecord:
             "overdue": self.overdue,
             "resolved_by": self.resolved_by,
             "resolution": self.resolution,
+            "operator_action": self.operator_action,
         }
 
     @classmethod
@@ -162,6 +166,7 @@ class TradeRecord:
                 overdue=bool(value.get("overdue", False)),
                 resolved_by=value.get("resolved_by"),
                 resolution=value.get("resolution"),
+                operator_action=value.get("operator_action"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed trade record: {exc}") from None
@@ -435,19 +440,40 @@ def apply_order_created(
     return Decision("update", merged)
 
 
-def reopen(record: TradeRecord, *, now: float) -> TradeRecord:
-    """The trade as an operator's recheck puts it before the query: out of flagged, resolved or
-    given up, so the answer is judged afresh by `apply_answer` (which flags it again if it
-    still contradicts the order). What the order expects and what was published are kept."""
+def action_stamp(signal: OperatorSignal) -> str:
+    """How the trade's entry names the operator signal it acted on: the operator tool waits
+    for an entry carrying its own signal's stamp (audit: who acted last, and how)."""
+    return f"{signal.kind} by {signal.requested_by} at {signal.requested_at.isoformat()}"
+
+
+def recheck_refusal(record: TradeRecord) -> str | None:
+    """Why a recheck must not reopen this trade, or None.
+
+    - `resolved`: a human settled it (perhaps refunded the buyer by hand); a recheck could
+      publish the payment behind their back.
+    - `merchant_contradiction`: the order and the platform name different merchants. Which one
+      the trade belongs to is not something a query settles (the stored merchant is the one
+      queried as, so the answer would agree with it), only a human can.
+    """
+    if record.phase is Phase.RESOLVED:
+        return "resolved"
+    if record.phase is Phase.FLAGGED and record.flag_reason == "merchant_mismatch":
+        return "merchant_contradiction"
+    return None
+
+
+def reopen(record: TradeRecord, *, now: float, stamp: str) -> TradeRecord:
+    """The trade as an operator's recheck puts it before the query: out of flagged or given up,
+    so the answer is judged afresh by `apply_answer` (which flags it again if it still
+    contradicts the order). What the order expects and what was published are kept."""
     phase = Phase.CONFIRMED if record.published is not None else Phase.PENDING
     return replace(
         record,
         phase=phase,
         flag_reason=None,
-        resolved_by=None,
-        resolution=None,
         next_check_at=None,
         updated_at=now,
+        operator_action=stamp,
     )
 
 
@@ -463,5 +489,6 @@ def apply_resolve(record: TradeRecord, signal: ResolveSignal, *, now: float) -> 
         resolution=signal.note,
         next_check_at=None,
         updated_at=now,
+        operator_action=action_stamp(signal),
     )
     return Decision("update", resolved)
