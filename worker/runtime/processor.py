@@ -18,7 +18,6 @@ the revoke grace ran out) and on stop. A crash at any instant repeats records, n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -34,6 +33,7 @@ from worker.kafka import make_consumer, make_producer
 from worker.runtime.aio import wait_for
 from worker.runtime.backoff import backoff_delay
 from worker.runtime.breaker import CircuitBreaker, CircuitState
+from worker.runtime.commits import COMMIT_TIMEOUT, OffsetCommitter
 from worker.runtime.context import Handler, Outputs
 from worker.runtime.deadletter import DeadLetterPublisher
 from worker.runtime.errors import UsageError
@@ -42,7 +42,8 @@ from worker.runtime.keyed import InFlightBudget
 from worker.runtime.metrics import PartitionSnapshot, RuntimeMetrics, RuntimeSnapshot
 from worker.runtime.partition import PartitionRun, Work, WorkKind
 from worker.runtime.record import Record
-from worker.runtime.restore import RESTORE_CONSUMER_OPTIONS, restore_partitions
+from worker.runtime.restore import RESTORE_CONSUMER_OPTIONS, restore_runs
+from worker.runtime.timers import TimerFeeder
 from worker.runtime.watchdog import Watchdog, known_highwater
 from worker.settings import Settings
 
@@ -55,7 +56,6 @@ Phase = Literal["new", "starting", "running", "stopping", "stopped"]
 _FETCH_TIMEOUT_MS = 200
 _MAX_BATCH = 5000
 _CLIENT_CLOSE_TIMEOUT = 10.0
-_COMMIT_TIMEOUT = 10.0
 _REQUEST_TIMEOUT_MS = 40_000  # aiokafka's default
 _REVOKE_FLUSH_EXTRA = 5.0  # seconds the producer flush on revoke gets beyond the grace
 _RNG = random.Random()  # jitter of the processor's own reconnect/restore backoff
@@ -124,7 +124,7 @@ class StreamProcessor:
         self._stop_requested = False
         self._start_finished = asyncio.Event()
         self._done: asyncio.Future[None] | None = None
-        self._commit_lock = asyncio.Lock()
+        self._committer = OffsetCommitter(name=self.name, metrics=self.metrics)
         self._timer_wakeup = asyncio.Event()
         self._fatal: BaseException | None = None
         self._assigned_once = False
@@ -201,9 +201,15 @@ class StreamProcessor:
             timeout=settings.pooul_stall_timeout,
             name=self.name,
         )
+        timers = TimerFeeder(
+            runs=self._runs.values,
+            budget=self._budget,
+            paused=lambda: self._breaker.state is CircuitState.OPEN,
+            wakeup=self._timer_wakeup,
+        )
         self._feeders = [
             asyncio.create_task(self._fetch_loop(), name=f"{self.name}-fetch"),
-            asyncio.create_task(self._timer_loop(), name=f"{self.name}-timers"),
+            asyncio.create_task(timers.run(), name=f"{self.name}-timers"),
         ]
         self._housekeeping = [
             asyncio.create_task(self._commit_loop(), name=f"{self.name}-commit"),
@@ -239,7 +245,7 @@ class StreamProcessor:
     def _revoke_budget(self) -> float:
         """The longest `_on_revoked` can take, plus a margin (seconds)."""
         grace = self.settings.pooul_revoke_grace
-        return grace + _COMMIT_TIMEOUT + (grace + _REVOKE_FLUSH_EXTRA) + 5.0
+        return grace + COMMIT_TIMEOUT + (grace + _REVOKE_FLUSH_EXTRA) + 5.0
 
     async def _check_topics(self) -> None:
         assert self._consumer is not None
@@ -459,40 +465,6 @@ class StreamProcessor:
         run.held -= 1
         self._budget.release()
 
-    async def _timer_loop(self) -> None:
-        """Queue due timers and expiries through their key's FIFO, within the budget."""
-        while True:
-            now = time.time()
-            backlog = False
-            next_at: float | None = None
-            if self._breaker.state is not CircuitState.OPEN:
-                for run in list(self._runs.values()):
-                    state = run.state
-                    if state is None or not run.ready or not run.active():
-                        continue
-                    for kind, due in (
-                        (WorkKind.EXPIRE, state.due_expiries),
-                        (WorkKind.TIMER, state.due_timers),
-                    ):
-                        # The room is read again for timers, after the expiries took theirs.
-                        for key, at in due(now, self._budget.room):
-                            self._budget.acquire()
-                            run.held += 1
-                            run.queues.submit(key, Work(kind, due=at))
-                    deadline = state.next_deadline()
-                    if deadline is not None:
-                        if deadline <= now:
-                            backlog = True  # due, but the budget is used up
-                        elif next_at is None or deadline < next_at:
-                            next_at = deadline
-            if backlog or self._breaker.state is CircuitState.OPEN:
-                timeout = 0.1
-            else:
-                timeout = 1.0 if next_at is None else min(1.0, max(0.005, next_at - now))
-            with contextlib.suppress(TimeoutError):
-                await wait_for(self._timer_wakeup.wait(), timeout)
-            self._timer_wakeup.clear()
-
     # ------------------------------------------------------------------ rebalancing
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -533,42 +505,13 @@ class StreamProcessor:
 
     async def _restore(self, runs: list[PartitionRun]) -> None:
         assert self._restore_consumer is not None and self.state_topic is not None
-        failures = 0
-        while True:
-            try:
-                result = await restore_partitions(
-                    self._restore_consumer,
-                    topic=self.state_topic,
-                    partitions=[r.partition for r in runs],
-                )
-                break
-            except (KafkaError, TimeoutError, OSError) as exc:
-                failures += 1
-                log.warning(
-                    "state restore failed; retrying",
-                    extra={"worker": self.name, "error": repr(exc)},
-                )
-                await asyncio.sleep(backoff_delay(failures, base=0.2, maximum=10.0, rng=_RNG))
-        now = time.monotonic()
-        for run in runs:
-            if self._runs.get(run.partition) is run and run.active():
-                run.state = result.states[run.partition]
-                run.ready = True
-                run.progress_at = now
-        self.metrics.restore_seconds.labels(self.name).observe(result.seconds)
-        self.metrics.restore_records.labels(self.name).inc(result.records)
-        self.metrics.restore_bytes.labels(self.name).inc(result.bytes)
-        log.info(
-            "state restored",
-            extra={
-                "worker": self.name,
-                "partitions": [r.partition for r in runs],
-                "keys": result.keys,
-                "records": result.records,
-                "bytes": result.bytes,
-                "corrupt": result.corrupt,
-                "seconds": round(result.seconds, 3),
-            },
+        await restore_runs(
+            self._restore_consumer,
+            topic=self.state_topic,
+            runs=runs,
+            owned=lambda run: self._runs.get(run.partition) is run and run.active(),
+            name=self.name,
+            metrics=self.metrics,
         )
         self._reconcile_pause()
         self._timer_wakeup.set()
@@ -637,36 +580,7 @@ class StreamProcessor:
             await self._commit(list(self._runs.values()))
 
     async def _commit(self, runs: Iterable[PartitionRun]) -> None:
-        """Commit each partition's lowest unfinished offset, when it moved."""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        async with self._commit_lock:
-            offsets: dict[TopicPartition, int] = {}
-            pending: list[tuple[PartitionRun, int]] = []
-            for run in runs:
-                committable = run.offsets.committable
-                if committable is not None and (
-                    run.last_committed is None or committable > run.last_committed
-                ):
-                    offsets[run.tp] = committable
-                    pending.append((run, committable))
-            if not offsets:
-                return
-            try:
-                # Bounded: with the coordinator unreachable aiokafka retries until closed,
-                # and a stop or a revoke must not wait for that.
-                await wait_for(consumer.commit(offsets), _COMMIT_TIMEOUT)
-            except (KafkaError, TimeoutError) as exc:
-                self.metrics.commits.labels(self.name, "failed").inc()
-                log.warning(
-                    "offset commit failed; will retry (records may be redone, never skipped)",
-                    extra={"worker": self.name, "error": repr(exc)},
-                )
-                return
-            self.metrics.commits.labels(self.name, "ok").inc()
-            for run, committed in pending:
-                run.last_committed = committed
+        await self._committer.commit(self._consumer, runs)
 
     # ------------------------------------------------------------------ introspection
 

@@ -5,23 +5,33 @@ consumer group, with large fetch sizes because a restore reads whole partitions.
 
     result = await restore_partitions(consumer, topic="pooul.trade-state.v1", partitions=[0, 3])
     result.states[3].get(b"trade-1", now)
+
+    await restore_runs(consumer, topic=..., runs=runs, owned=..., name="trades", metrics=metrics)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from worker.runtime.backoff import backoff_delay
+from worker.runtime.metrics import RuntimeMetrics
+from worker.runtime.partition import PartitionRun
 from worker.runtime.state import PartitionState, StateEntry, Stored, restored_entry
 
-__all__ = ["RESTORE_CONSUMER_OPTIONS", "RestoreResult", "restore_partitions"]
+__all__ = ["RESTORE_CONSUMER_OPTIONS", "RestoreResult", "restore_partitions", "restore_runs"]
 
 log = logging.getLogger(__name__)
+
+_RNG = random.Random()  # jitter of the retry backoff
 
 # A restore reads whole partitions: ask for a lot per request.
 RESTORE_CONSUMER_OPTIONS: dict[str, Any] = {
@@ -78,6 +88,54 @@ async def restore_partitions(
     result.states = {p: PartitionState(p, entries[p]) for p in partitions}
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def restore_runs(
+    consumer: AIOKafkaConsumer,
+    *,
+    topic: str,
+    runs: Sequence[PartitionRun],
+    owned: Callable[[PartitionRun], bool],
+    name: str,
+    metrics: RuntimeMetrics,
+) -> None:
+    """Restore the runs' partitions, retrying broker trouble with backoff for as long as it
+    takes (a revoke or a stop cancels it), then hand each run still `owned` its state and mark
+    it ready. Anything else it raises is for the caller to treat as fatal."""
+    failures = 0
+    while True:
+        try:
+            result = await restore_partitions(
+                consumer, topic=topic, partitions=[r.partition for r in runs]
+            )
+            break
+        except (KafkaError, TimeoutError, OSError) as exc:
+            failures += 1
+            log.warning(
+                "state restore failed; retrying", extra={"worker": name, "error": repr(exc)}
+            )
+            await asyncio.sleep(backoff_delay(failures, base=0.2, maximum=10.0, rng=_RNG))
+    now = time.monotonic()
+    for run in runs:
+        if owned(run):
+            run.state = result.states[run.partition]
+            run.ready = True
+            run.progress_at = now
+    metrics.restore_seconds.labels(name).observe(result.seconds)
+    metrics.restore_records.labels(name).inc(result.records)
+    metrics.restore_bytes.labels(name).inc(result.bytes)
+    log.info(
+        "state restored",
+        extra={
+            "worker": name,
+            "partitions": [r.partition for r in runs],
+            "keys": result.keys,
+            "records": result.records,
+            "bytes": result.bytes,
+            "corrupt": result.corrupt,
+            "seconds": round(result.seconds, 3),
+        },
+    )
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
