@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from schemas.signals import RecheckSignal, ResolveSignal
@@ -67,6 +68,9 @@ async def test_flagged_trade_rechecked_stays_flagged_then_resolved(
     assert f"trade {trade_id}: flagged (amount_mismatch)" in out
     await wait_until(lambda: len(letters_of(rig, trade_id)) == 2, what="the second dead letter")
     assert letters_of(rig, trade_id)[1].reason == "amount_mismatch"
+    assert await cli("trade", "list", settings=settings) == 0  # default: the flagged ones
+    [line] = [line for line in capsys.readouterr().out.splitlines() if trade_id in line]
+    assert line.split()[3:6] == ["flagged", "amount_mismatch", "1000/1"]
 
     code = await cli(
         "trade", "resolve", trade_id, "--by", "bob", "--note", "refunded, ticket 42",
@@ -75,6 +79,18 @@ async def test_flagged_trade_rechecked_stays_flagged_then_resolved(
     assert code == 0
     out = capsys.readouterr().out
     assert f"trade {trade_id}: resolved by bob: refunded, ticket 42" in out
+    assert await cli("trade", "list", "--phase", "resolved", settings=settings) == 0
+    assert trade_id in capsys.readouterr().out
+    assert await cli("trade", "list", settings=settings) == 0
+    assert trade_id not in capsys.readouterr().out
+    assert await cli("trade", "show", trade_id, "--json", settings=settings) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert (shown["phase"], shown["resolved_by"], shown["flag_reason"]) == (
+        "resolved",
+        "bob",
+        "amount_mismatch",
+    )
+    assert shown["operator_action"].startswith("resolve by bob at ")
 
     skipped = sample(metrics, "pooul_trades_duplicates_skipped_total", signal="notify")
     await rig.forge(trade_id, 3)  # a later notify: a resolved trade does not move
@@ -205,6 +221,7 @@ async def test_operator_signals_for_an_unknown_trade_change_nothing(world: World
         trade_id=unknown, requested_by="bob", requested_at=datetime.now(UTC), note="n"
     )
     assert (await act_on_trade(world.settings, resolve, wait=1.0)).record is None
+    assert await cli("trade", "show", unknown, settings=world.settings) == 1
     await wait_until(
         lambda: sample(metrics, OPERATOR, kind="recheck", outcome="unknown_trade") == before + 1,
         what="the recheck counted",

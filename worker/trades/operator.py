@@ -28,9 +28,9 @@ from worker.kafka import make_consumer, make_producer
 from worker.lag import high_watermarks
 from worker.runtime.state import decode_entry
 from worker.settings import Settings
-from worker.trades.state import Phase, TradeRecord, action_stamp
+from worker.trades.state import TradeRecord, action_stamp
 
-__all__ = ["ActionOutcome", "act_on_trade", "describe"]
+__all__ = ["ActionOutcome", "act_on_trade"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,20 +94,3 @@ async def _entry_for(
             if record.operator_action == stamp:
                 return record
     return None
-
-
-def describe(record: TradeRecord) -> str:
-    """One line about a trade's state, for an operator."""
-    parts = [f"trade {record.trade_id}: {record.phase.value}"]
-    if record.phase is Phase.FLAGGED:
-        parts.append(f"({record.flag_reason})")
-    if record.phase is Phase.RESOLVED:
-        parts.append(f"by {record.resolved_by}: {record.resolution}")
-    if record.published is not None:
-        parts.append(f"— published {record.published.label} (trade_state {int(record.published)})")
-    elif record.state is not None:
-        parts.append(f"— platform says {record.state.label} (trade_state {int(record.state)})")
-    if record.next_check_at is not None:
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.next_check_at))
-        parts.append(f"— next check at {at}")
-    return " ".join(parts)
