@@ -51,8 +51,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "trade",
         help="the trades that wait for a human: list, show, recheck, resolve",
-        description="Writes an operator signal to POOUL_TOPIC_TRADE_SIGNALS (key = the trade "
-        "id) and shows the trade's state once the trades worker handled it. See "
+        description="list/show read POOUL_TOPIC_TRADE_STATE (read-only); recheck/resolve write "
+        "an operator signal to POOUL_TOPIC_TRADE_SIGNALS (key = the trade id) and show the "
+        "trade's state once the trades worker handled it. See "
         "docs/trades.md#when-a-trade-needs-a-human.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
