@@ -181,6 +181,30 @@ async def test_fail_and_close_notify_their_states(sandbox, notify_receiver, http
     assert all(data_verifies(n.json, MERCHANT_KEY) for n in notifies)
 
 
+async def test_refund_of_a_paid_order_notifies_refund_requested(sandbox, notify_receiver, http):
+    """Control refund moves a paid order to 1 (refund requested) and notifies it, amount and ids
+    kept; the query says 1 too. An unpaid order cannot be refunded (409)."""
+    created = await _order(http, sandbox, notify_receiver.url, total_fee=250)
+    trade_id = created["trade_id"]
+    unpaid = await control(http, sandbox.url, "POST", f"/sandbox/orders/{trade_id}/refund")
+    assert unpaid[0] == 409 and "only a paid order can be refunded" in unpaid[1]["error"]
+    await control(http, sandbox.url, "POST", f"/sandbox/orders/{trade_id}/pay")
+    status, order = await control(http, sandbox.url, "POST", f"/sandbox/orders/{trade_id}/refund")
+    assert (status, order["trade_state"]) == (200, 1)
+    paid, refunded = await notify_receiver.wait_for(2)
+    assert (paid.data["trade_state"], refunded.data["trade_state"]) == (0, 1)
+    for name in ("total_fee", "out_trade_id", "ch_trade_id", "time_end"):
+        assert refunded.data[name] == paid.data[name], name
+    assert refunded.data["total_fee"] == 250
+    assert data_verifies(refunded.json, MERCHANT_KEY)
+    answer = await call(
+        http, sandbox.url, QUERY, {"merchant_id": MERCHANT_ID, "trade_id": trade_id}, MERCHANT_KEY
+    )
+    assert answer["data"]["trade_state"] == 1
+    again = await control(http, sandbox.url, "POST", f"/sandbox/orders/{trade_id}/refund")
+    assert again[0] == 409
+
+
 async def test_pay_with_other_amount_reports_the_paid_amount(sandbox, notify_receiver, http):
     """`pay` with a `total_fee` body notifies and reports the amount actually paid."""
     created = await _order(http, sandbox, notify_receiver.url, total_fee=100)

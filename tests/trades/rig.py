@@ -270,6 +270,9 @@ class TradesRig:
         )
         return result
 
+    async def refund(self, trade_id: str) -> None:
+        await self._control("POST", f"/sandbox/orders/{trade_id}/refund", {})
+
     async def forge(self, trade_id: str, trade_state: int) -> None:
         await self._control(
             "POST", f"/sandbox/orders/{trade_id}/forge", {"trade_state": trade_state}

@@ -62,6 +62,25 @@ async def test_paid_trade_notified_ten_times_gives_exactly_one_event(world: Worl
     assert event.data.amount_checked is True
 
 
+async def test_refund_after_payment_publishes_refund_requested(world: World) -> None:
+    """Paid, then refunded on the platform: the refund notify (confirmed by query) publishes a
+    second event, `refund_requested`, with its own deterministic id and the paid amount."""
+    rig = world.rig
+    order = await rig.create_order(total_fee=640)
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) == 1, what="the payment")
+    await rig.refund(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) == 2, what="the refund")
+    await rig.settle()
+    paid, refunded = rig.events_of(order.trade_id)
+    assert (paid.type, refunded.type) == (
+        "com.pooul.payment.succeeded",
+        "com.pooul.payment.refund_requested",
+    )
+    assert refunded.id == event_id(MERCHANT_ID, order.trade_id, TradeState.REFUND_REQUESTED)
+    assert (refunded.data.total_fee, refunded.data.confirmed_by) == (640, "notify")
+
+
 async def test_lost_notify_is_reconciled(world: World) -> None:
     """With every notify lost, reconciliation still publishes the event (confirmed_by=reconcile)."""
     rig = world.rig

@@ -3,6 +3,7 @@
     POST   /sandbox/orders/{trade_id}/pay     {"total_fee": 1, "notify": true}   → 0, notify sent
     POST   /sandbox/orders/{trade_id}/fail    {"notify": true}                    → 7
     POST   /sandbox/orders/{trade_id}/close   {"notify": true}                    → 3
+    POST   /sandbox/orders/{trade_id}/refund  {"notify": true}                    → 1 (was 0)
     POST   /sandbox/orders/{trade_id}/forge   {"trade_state": 0}                  → forged notify
     GET    /sandbox/orders/{trade_id}         the order and every notify delivery attempt
     GET    /sandbox/orders?merchant_id=&mch_trade_id=
@@ -65,6 +66,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/sandbox/orders/{trade_id}/pay", _pay),
         web.post("/sandbox/orders/{trade_id}/fail", _fail),
         web.post("/sandbox/orders/{trade_id}/close", _close),
+        web.post("/sandbox/orders/{trade_id}/refund", _refund),
         web.post("/sandbox/orders/{trade_id}/forge", _forge),
         web.get("/sandbox/faults", _get_faults),
         web.put("/sandbox/faults", _put_faults),
@@ -160,6 +162,11 @@ def _closed(sandbox: Sandbox, order: Order, body: _SettleBody) -> dict[str, Any]
     return order.as_json()
 
 
+def _refunded(sandbox: Sandbox, order: Order, body: _SettleBody) -> dict[str, Any]:
+    sandbox.refund(order, notify=body.notify)
+    return order.as_json()
+
+
 def _forged(sandbox: Sandbox, order: Order, body: _ForgeBody) -> dict[str, Any]:
     notification = sandbox.forge(order, trade_state=body.trade_state)
     return {"notification": notification.as_json(), "order": order.as_json()}
@@ -175,6 +182,10 @@ async def _fail(request: web.Request) -> web.Response:
 
 async def _close(request: web.Request) -> web.Response:
     return await _act(request, _SettleBody, _closed)
+
+
+async def _refund(request: web.Request) -> web.Response:
+    return await _act(request, _SettleBody, _refunded)
 
 
 async def _forge(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ __all__ = ["PAYABLE_STATES", "SANDBOX_KEY", "NewOrder", "Sandbox", "TransitionEr
 log = logging.getLogger(__name__)
 
 PAID = TradeState.PAID.value
+REFUND_REQUESTED = TradeState.REFUND_REQUESTED.value
 CLOSED = TradeState.CLOSED.value
 FAILED = TradeState.FAILED.value
 # Not final: the buyer can still pay, or the payment fail.
@@ -220,6 +221,18 @@ class Sandbox:
         order.trade_state = FAILED
         order.ch_trade_id = self.ids.ch_trade_id()
         order.time_end = int(time.time())
+        if notify:
+            self._notify(order)
+
+    def refund(self, order: Order, *, notify: bool = True) -> None:
+        """The merchant asked for a refund of a paid order: state 1 (refund requested), notify
+        sent. The amount, ids and payment time stay the payment's."""
+        if order.trade_state != PAID:
+            raise TransitionError(
+                f"cannot refund order {order.trade_id}: it is {state_name(order.trade_state)} "
+                f"(trade_state {order.trade_state}); only a paid order can be refunded"
+            )
+        order.trade_state = REFUND_REQUESTED
         if notify:
             self._notify(order)
 
