@@ -1,8 +1,8 @@
 """The `pooul-worker dev` demo: order requests in, a simulated buyer, payment events out.
 
 It publishes N order requests, waits for their results, then plays the buyer through the
-sandbox's control API: most orders are paid, some fail, some are left to expire (the trades
-worker closes them). One demo merchant's notifies are lost (its payments are confirmed by
+sandbox's control API: most orders are paid (a few then refunded by the merchant), some fail,
+some are left to expire (the trades worker closes them). One demo merchant's notifies are lost (its payments are confirmed by
 reconciliation) and another's are duplicated (the trades worker skips the copies). Payment events
 are counted by distinct `id`: the demo passes when every paid order has exactly one
 `succeeded` event and no other order has one.
@@ -36,13 +36,17 @@ from worker.settings import Settings
 
 __all__ = ["DemoReport", "PlannedOrder", "plan_orders", "run_demo"]
 
-Action = Literal["pay", "fail", "expire"]
+Action = Literal["pay", "refund", "fail", "expire"]
 SUCCEEDED = EVENT_TYPES[TradeState.PAID]
 _EXPECTED_TYPE: dict[Action, str] = {
     "pay": SUCCEEDED,
+    "refund": EVENT_TYPES[TradeState.REFUND_REQUESTED],  # after its succeeded event
     "fail": EVENT_TYPES[TradeState.FAILED],
     "expire": EVENT_TYPES[TradeState.CLOSED],
 }
+# Actions whose order is paid (a refunded order was paid first).
+_PAID: frozenset[Action] = frozenset({"pay", "refund"})
+_REFUND_WAIT = 30.0  # seconds a refund waits for its payment's event
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,11 @@ class DemoReport:
 
     @property
     def paid(self) -> list[str]:
-        return [m for m, action in self.acted.items() if action == "pay"]
+        return [m for m, action in self.acted.items() if action in _PAID]
+
+    @property
+    def refunded(self) -> list[str]:
+        return [m for m, action in self.acted.items() if action == "refund"]
 
     @property
     def paid_exactly_once(self) -> int:
@@ -86,7 +94,7 @@ class DemoReport:
     @property
     def unexpected_succeeded(self) -> list[str]:
         """Orders with a succeeded event that the buyer never paid."""
-        return sorted(m for m in self.succeeded_ids if self.acted.get(m) != "pay")
+        return sorted(m for m in self.succeeded_ids if self.acted.get(m) not in _PAID)
 
     @property
     def done(self) -> bool:
@@ -111,8 +119,10 @@ class DemoReport:
 def plan_orders(
     count: int, *, merchants: Sequence[str], run_id: str, seed: int | None
 ) -> list[PlannedOrder]:
-    """About 75 % paid, 10 % failed, 15 % left to expire; a tenth each for the lossy and the
-    duplicating merchant, the rest for the plain one. Reproducible with `seed`."""
+    """About 75 % paid (a twentieth of all orders then refunded), 10 % failed, 15 % left to
+    expire; a tenth each for the lossy and the duplicating merchant, the rest for the plain one.
+    Refunds are not planned for the lossy merchant: a trade confirmed paid is not reconciled
+    again, so a refund whose notifies are all lost is never seen. Reproducible with `seed`."""
     rng = random.Random(seed)
     fails = count // 10
     expires = round(count * 0.15)
@@ -123,6 +133,9 @@ def plan_orders(
     owners = [lossy] * (count // 10) + [dupes] * (count // 10)
     owners += [plain] * max(0, count - len(owners))
     rng.shuffle(owners)
+    refundable = [i for i in range(count) if actions[i] == "pay" and owners[i] != lossy]
+    for i in rng.sample(refundable, min(count // 20, len(refundable))):
+        actions[i] = "refund"
     return [
         PlannedOrder(
             merchant_id=owners[i],
@@ -281,17 +294,33 @@ def _on_event(report: DemoReport, planned: dict[str, PlannedOrder], value: bytes
 async def _act(
     http: aiohttp.ClientSession, sandbox_url: str, report: DemoReport, order: PlannedOrder
 ) -> None:
-    trade_id = report.created[order.mch_trade_id]
-    url = f"{sandbox_url}/sandbox/orders/{trade_id}/{order.action}"
-    try:
-        async with http.post(url, json={}) as response:
-            if response.status == 200:
-                report.acted[order.mch_trade_id] = order.action
-            else:
-                detail = orjson.loads(await response.read()).get("error", response.status)
-                report.action_errors[order.mch_trade_id] = f"{order.action}: {detail}"
-    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-        report.action_errors[order.mch_trade_id] = f"{order.action}: {exc!r}"
+    """Play the buyer (and, for a refund, the merchant once the payment's event is out)."""
+    mch_trade_id = order.mch_trade_id
+    moves = ["pay", "refund"] if order.action == "refund" else [order.action]
+    for move in moves:
+        if move == "refund" and not await _payment_published(report, mch_trade_id):
+            report.action_errors[mch_trade_id] = "refund: the payment's event never came"
+            return
+        url = f"{sandbox_url}/sandbox/orders/{report.created[mch_trade_id]}/{move}"
+        try:
+            async with http.post(url, json={}) as response:
+                if response.status != 200:
+                    detail = orjson.loads(await response.read()).get("error", response.status)
+                    report.action_errors[mch_trade_id] = f"{move}: {detail}"
+                    return
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            report.action_errors[mch_trade_id] = f"{move}: {exc!r}"
+            return
+    report.acted[mch_trade_id] = order.action
+
+
+async def _payment_published(report: DemoReport, mch_trade_id: str) -> bool:
+    deadline = time.monotonic() + _REFUND_WAIT
+    while mch_trade_id not in report.succeeded_ids:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 async def _scrape_duplicates(http: aiohttp.ClientSession, url: str) -> int | None:

@@ -76,9 +76,9 @@ def render_summary(report: DemoReport) -> str:
         rows.append((f"orders {status}", str(count)))
     rows.append(
         (
-            "buyer: paid / failed / left to expire",
-            f"{len(report.paid)} / {sum(1 for a in report.acted.values() if a == 'fail')}"
-            f" / {by_action['expire']}",
+            "buyer: paid (then refunded) / failed / left to expire",
+            f"{len(report.paid)} ({len(report.refunded)})"
+            f" / {sum(1 for a in report.acted.values() if a == 'fail')} / {by_action['expire']}",
         )
     )
     for merchant, role in report.merchants.items():
