@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
     listing.add_argument(
         "--phase", choices=[phase.value for phase in Phase], default=Phase.FLAGGED.value
     )
-    listing.add_argument("--limit", type=int, metavar="N", help="only the N most recent")
+    listing.add_argument("--limit", type=_positive, metavar="N", help="only the N most recent")
     _timeout(listing)
     listing.set_defaults(run=_list)
     show = actions.add_parser(
@@ -117,6 +117,13 @@ def _common(parser: argparse.ArgumentParser, *, by_required: bool) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
@@ -140,8 +147,8 @@ def _lookup(args: argparse.Namespace, settings: Settings, **query: Any) -> Looku
         return None
     if found.unreadable:
         print(
-            f"pooul-worker trade: {found.unreadable} entries this release cannot read were "
-            "skipped (written by another release?)",
+            f"pooul-worker trade: {found.unreadable} trade(s) whose latest entry this release "
+            "cannot read were skipped (written by another release?)",
             file=sys.stderr,
         )
     return found
@@ -152,11 +159,10 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     if found is None:
         return 1
     trades = found.trades[-args.limit :] if args.limit else found.trades
-    print(render_trades(trades))
-    print(
-        f"{len(found.trades)} trade(s) {args.phase}"
-        + (f", {len(trades)} shown" if args.limit else "")
-    )
+    if trades:
+        print(render_trades(trades))
+    shown = f", {len(trades)} shown" if len(trades) < len(found.trades) else ""
+    print(f"{len(found.trades)} trade(s) {args.phase}{shown}")
     return 0
 
 

@@ -311,7 +311,8 @@ async def _act(
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
             report.action_errors[mch_trade_id] = f"{move}: {exc!r}"
             return
-    report.acted[mch_trade_id] = order.action
+        # Paid is paid, whatever happens to the refund after it.
+        report.acted[mch_trade_id] = "pay" if move == "pay" else order.action
 
 
 async def _payment_published(report: DemoReport, mch_trade_id: str) -> bool:

@@ -58,7 +58,7 @@ _MAX_BATCH = 5000
 _CLIENT_CLOSE_TIMEOUT = 10.0
 _REQUEST_TIMEOUT_MS = 40_000  # aiokafka's default
 _REVOKE_FLUSH_EXTRA = 5.0  # seconds the producer flush on revoke gets beyond the grace
-_RNG = random.Random()  # jitter of the processor's own reconnect/restore backoff
+_RNG = random.Random()  # jitter of the fetch loop's reconnect backoff
 # aiokafka keeps one produce request in flight per broker, and a handler awaits each write:
 # records queue behind that request anyway, so lingering only adds to every write's latency;
 # and batches of the default 16 KiB (about ten payment events) would split a burst's writes

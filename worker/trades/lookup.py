@@ -4,14 +4,16 @@
     found = await find_trades(settings, trade_id="P1234")        # the trade's partition only
 
 The changelog is compacted and co-partitioned with trade-signals: the last entry of a key is
-the trade's state, a tombstone means it was dropped. A lookup reads from the beginning up to
-the high watermark as it was at the start, with a group-less consumer (nothing is committed,
-the worker is not disturbed), and keeps only the trades that match, so listing the flagged
-trades of a large store needs memory for those alone.
+the trade's state; a tombstone, or an entry whose expiry passed (the worker treats it as gone
+and drops it soon), means no state. A lookup reads from the beginning up to the end as it was
+at the start, with a group-less consumer (nothing is committed, the worker is not disturbed),
+and keeps only the trades that match, so listing the flagged trades of a large store needs
+memory for those alone.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,7 +31,8 @@ __all__ = ["Lookup", "find_trades"]
 
 @dataclass
 class Lookup:
-    """The matching trades (oldest change first) and how many entries could not be read."""
+    """The matching trades (oldest change first) and how many trades' latest entry could not be
+    read (written by another release?)."""
 
     trades: list[TradeRecord] = field(default_factory=list)
     unreadable: int = 0
@@ -43,7 +46,7 @@ async def find_trades(
     consumer = make_consumer(settings, **RESTORE_CONSUMER_OPTIONS)
     await consumer.start()
     try:
-        await consumer.topics()  # refreshes metadata
+        await consumer._client.force_metadata_update()  # `start()` may predate the topic
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise LookupError(f"topic {topic} does not exist (pooul-worker topics create)")
@@ -65,35 +68,48 @@ async def _read(
     key: bytes | None,
 ) -> Lookup:
     tps = sorted(ends, key=lambda tp: tp.partition)
+    beginnings = await consumer.beginning_offsets(tps)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
+    now = time.time()
     found: dict[bytes, TradeRecord] = {}
-    lookup = Lookup()
-    remaining = {tp for tp in tps if ends[tp] > 0}
+    unreadable: set[bytes] = set()
+    remaining = {tp for tp in tps if ends[tp] > beginnings[tp]}
     while remaining:
         batches = await consumer.getmany(*remaining, timeout_ms=500)
         for messages in batches.values():
             for message in messages:
                 if message.key is None or (key is not None and message.key != key):
                     continue
-                record = _record(message.value)
-                if record is None and message.value is not None:
-                    lookup.unreadable += 1
+                try:
+                    record = _record(message.value, now)
+                except ValueError:
+                    unreadable.add(message.key)
+                    found.pop(message.key, None)
+                    continue
+                unreadable.discard(message.key)
                 if record is not None and (phase is None or record.phase is phase):
                     found[message.key] = record
-                else:  # dropped, unreadable, or its latest state is not of `phase`
+                else:  # gone, or its latest state is not of `phase`
                     found.pop(message.key, None)
         for tp in list(remaining):
-            if await consumer.position(tp) >= ends[tp]:
+            # The fetch high watermark too: the embedded broker's end offset can fall short of
+            # the last batch's tail (see worker.lag.high_watermarks).
+            end = max(ends[tp], consumer.highwater(tp) or 0)
+            if await consumer.position(tp) >= end:
                 remaining.discard(tp)
-    lookup.trades = sorted(found.values(), key=lambda record: record.updated_at)
-    return lookup
+    return Lookup(
+        trades=sorted(found.values(), key=lambda record: record.updated_at),
+        unreadable=len(unreadable),
+    )
 
 
-def _record(value: bytes | None) -> TradeRecord | None:
+def _record(value: bytes | None, now: float) -> TradeRecord | None:
+    """The trade an entry holds; None for a tombstone or an expired entry; ValueError when
+    this release cannot read it."""
     if value is None:
         return None
-    try:
-        return TradeRecord.from_json(decode_entry(value).value)
-    except ValueError:
+    entry = decode_entry(value)
+    if entry.expires_at is not None and entry.expires_at <= now:
         return None
+    return TradeRecord.from_json(entry.value)
