@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -306,6 +307,25 @@ def test_order_created_after_notify_keeps_the_earlier_check() -> None:
     assert decision.kind == "update"
     assert decision.record.owned and decision.record.expected_fee == 100
     assert decision.record.next_check_at == NOW + 10.0
+
+
+def test_order_created_after_a_notify_of_another_merchant_takes_the_orders_identity() -> None:
+    """Before the platform answered anything, merchant and mch_trade_id came from a notify
+    alone (perhaps signed by another configured merchant): the order's replace them, nothing is
+    flagged, and the trade is queried as the order's merchant. Once the platform answered, the
+    same difference is a contradiction."""
+    notified = new_notify_record(
+        trade_id="T1", merchant_id="999", mch_trade_id="CLAIMED", now=NOW, policy=POLICY
+    )
+    notified = replace(notified, next_check_at=NOW + 10)
+    decision = apply_order_created(notified, order_signal(), now=NOW, policy=POLICY)
+    assert decision.kind == "update"
+    record = decision.record
+    assert (record.merchant_id, record.mch_trade_id, record.phase) == (M, "ORDER-1", Phase.PENDING)
+    answered = replace(notified, state=TradeState.NOT_PAID)
+    flagged = apply_order_created(answered, order_signal(), now=NOW, policy=POLICY)
+    assert (flagged.kind, flagged.reason) == ("flag", "merchant_mismatch")
+    assert flagged.record.merchant_id == "999"
 
 
 def test_order_created_after_a_published_wrong_amount_flags_the_trade() -> None:

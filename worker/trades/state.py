@@ -369,6 +369,9 @@ def apply_order_created(
     If a notify already confirmed the trade (the buyer paid before this signal arrived), the
     published amount is checked after the fact: a contradiction flags the trade and dead-letters
     the evidence (the event cannot be taken back; downstream learns from the dead letter).
+    Before the platform answered anything about the trade, its merchant and mch_trade_id came
+    from a notify alone: the order's (from a verified unified-order answer) replace them, so a
+    notify signed by another merchant cannot get the order's trade flagged.
     """
     expires_at = signal.expires_at.timestamp()
     if record is None:
@@ -404,7 +407,9 @@ def apply_order_created(
         updated_at=now,
     )
     problem: tuple[str, str] | None = None
-    if signal.merchant_id != record.merchant_id:
+    if record.state is None and record.published is None:
+        merged = replace(merged, merchant_id=signal.merchant_id)
+    elif signal.merchant_id != record.merchant_id:
         problem = (
             "merchant_mismatch",
             f"order says merchant {signal.merchant_id}, trade seen for {record.merchant_id}",
