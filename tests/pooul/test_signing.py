@@ -108,6 +108,11 @@ def test_numbers_are_verified_as_sent_when_parsing_rewrote_them():
     assert not verify_any_received(data, body, signature, ["other-key"])
     tampered = body.replace(b"0.10", b"0.11")
     assert not verify_any_received(orjson.loads(tampered)["data"], tampered, signature, ["k"])
+    # Past a notify's size the second pass is not made (it would cost junk ~5× more to refuse).
+    from worker.pooul.signing import AS_SENT_LIMIT
+
+    padded = body[:-1] + b', "pad": "' + b"x" * AS_SENT_LIMIT + b'"}'
+    assert not verify_any_received(orjson.loads(padded)["data"], padded, signature, ["k"])
 
 
 def test_no_second_pass_without_rewritten_numbers(monkeypatch):
