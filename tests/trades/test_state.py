@@ -13,6 +13,7 @@ from schemas.signals import OrderCreatedSignal, ResolveSignal
 from schemas.trade_state import TradeState
 from worker.trades.reconcile import ReconcilePolicy
 from worker.trades.state import (
+    FLAG_REASONS,
     Phase,
     TradeRecord,
     apply_answer,
@@ -186,6 +187,7 @@ def test_contradicting_answer_flags_and_publishes_nothing(
     decision = apply_answer(owned(), answer(0, **fields), now=NOW, policy=POLICY)
     assert decision.kind == "flag"
     assert decision.reason == reason
+    assert reason in FLAG_REASONS  # its metric child exists from the start
     assert decision.detail
     assert decision.record.phase is Phase.FLAGGED
     assert decision.record.published is None
@@ -326,6 +328,10 @@ def test_order_created_after_a_notify_of_another_merchant_takes_the_orders_ident
     flagged = apply_order_created(answered, order_signal(), now=NOW, policy=POLICY)
     assert (flagged.kind, flagged.reason) == ("flag", "merchant_mismatch")
     assert flagged.record.merchant_id == "999"
+    # A second order naming another merchant contradicts the first: flagged, not adopted.
+    ordered = apply_order_created(None, order_signal(), now=NOW, policy=POLICY).record
+    other = apply_order_created(ordered, order_signal(merchant_id="999"), now=NOW, policy=POLICY)
+    assert (other.kind, other.reason, other.record.merchant_id) == ("flag", "merchant_mismatch", M)
 
 
 def test_order_created_after_a_published_wrong_amount_flags_the_trade() -> None:

@@ -83,6 +83,9 @@ class RuntimeMetrics:
             [*labels, "kind", "outcome"],
             registry=registry,
         )
+        for kind in ("record", "timer"):  # zeros, not gaps: an alert sees the first letter
+            for outcome in ("permanent", "retries_exhausted"):
+                self.dead_letters.labels(worker, kind, outcome)
         self.timers = Counter(
             "pooul_runtime_timers",
             "Timer firings, by outcome (ok, dead_lettered, stale)",

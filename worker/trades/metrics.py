@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from worker.trades.state import FLAG_REASONS
+
 __all__ = ["TradesMetrics"]
 
 # Query latency: sub-millisecond locally, up to the request timeout against the platform.
@@ -66,6 +68,8 @@ class TradesMetrics:
             ["reason"],
             registry=r,
         )
+        for reason in FLAG_REASONS:  # zeros, not gaps: an alert sees the first one
+            self.mismatches.labels(reason=reason)
         self.stale_answers = Counter(
             "pooul_trades_stale_answers",
             "Query answers behind the published state (e.g. closed after paid), ignored.",

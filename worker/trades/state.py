@@ -27,6 +27,7 @@ from schemas.trade_state import TradeState
 from worker.trades.reconcile import ReconcilePolicy
 
 __all__ = [
+    "FLAG_REASONS",
     "MONEY_STATES",
     "Decision",
     "NotifyVerdict",
@@ -50,6 +51,17 @@ _STATE_VERSION: Final = 1
 # and right.
 MONEY_STATES: Final = frozenset(
     {TradeState.PAID, TradeState.REFUND_REQUESTED, TradeState.REVERSED, TradeState.REVOKED}
+)
+# Why a trade can be flagged (the `reason` of its dead letter and of
+# pooul_trades_mismatches_total, whose children are created up front so alerts see the first).
+FLAG_REASONS: Final = (
+    "amount_mismatch",
+    "amount_missing",
+    "currency_mismatch",
+    "mch_trade_id_mismatch",
+    "mch_trade_id_missing",
+    "merchant_mismatch",
+    "trade_id_mismatch",
 )
 # What may follow a published state. Everything else that is final is terminal.
 _FOLLOWERS: Final[dict[TradeState, frozenset[TradeState]]] = {
@@ -369,9 +381,10 @@ def apply_order_created(
     If a notify already confirmed the trade (the buyer paid before this signal arrived), the
     published amount is checked after the fact: a contradiction flags the trade and dead-letters
     the evidence (the event cannot be taken back; downstream learns from the dead letter).
-    Before the platform answered anything about the trade, its merchant and mch_trade_id came
-    from a notify alone: the order's (from a verified unified-order answer) replace them, so a
-    notify signed by another merchant cannot get the order's trade flagged.
+    Before the platform answered anything about a trade only notifies named (no order signal
+    yet), its merchant and mch_trade_id came from a notify alone: the order's (from a verified
+    unified-order answer) replace them, so a notify signed by another merchant cannot get the
+    order's trade flagged. A second order signal contradicting the first is flagged as ever.
     """
     expires_at = signal.expires_at.timestamp()
     if record is None:
@@ -407,7 +420,12 @@ def apply_order_created(
         updated_at=now,
     )
     problem: tuple[str, str] | None = None
-    if record.state is None and record.published is None:
+    if (
+        not record.owned
+        and record.state is None
+        and record.published is None
+        and record.phase in (Phase.PENDING, Phase.ABANDONED)
+    ):
         merged = replace(merged, merchant_id=signal.merchant_id)
     elif signal.merchant_id != record.merchant_id:
         problem = (
