@@ -9,6 +9,7 @@ import time
 from datetime import UTC
 from typing import Any, TextIO
 
+from worker.cli_types import positive_int
 from worker.dlq import (
     DeadLetterRow,
     ReplayProgress,
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
         "source topic/partition/offset, attempts, key and time. Read-only.",
     )
     listing.add_argument("--reason", help="only dead letters with this reason")
-    listing.add_argument("--limit", type=_positive, help="only the newest N")
+    listing.add_argument("--limit", type=positive_int, help="only the newest N")
     listing.set_defaults(run=_list)
     replay = actions.add_parser(
         "replay",
@@ -50,13 +51,6 @@ def register(subparsers: Any) -> None:
     )
     replay.add_argument("--group", help="consumer group keeping the position (advanced)")
     replay.set_defaults(run=_replay)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _short(text: str, width: int) -> str:

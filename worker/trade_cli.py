@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.signals import OperatorSignal, RecheckSignal, ResolveSignal
+from worker.cli_types import positive_int
 from worker.settings import Settings
 from worker.trades.state import Phase, TradeRecord
 
@@ -66,7 +67,7 @@ def register(subparsers: Any) -> None:
     listing.add_argument(
         "--phase", choices=[phase.value for phase in Phase], default=Phase.FLAGGED.value
     )
-    listing.add_argument("--limit", type=_positive, metavar="N", help="only the N most recent")
+    listing.add_argument("--limit", type=positive_int, metavar="N", help="only the N most recent")
     _timeout(listing)
     listing.set_defaults(run=_list)
     show = actions.add_parser(
@@ -115,13 +116,6 @@ def _common(parser: argparse.ArgumentParser, *, by_required: bool) -> None:
         metavar="SECONDS",
         help="how long to wait for the worker's answer (0: just write the signal; default 15)",
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _timeout(parser: argparse.ArgumentParser) -> None:

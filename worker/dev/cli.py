@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from worker.cli_types import positive_int
 from worker.settings import Settings
 
 __all__ = ["register"]
@@ -31,7 +32,7 @@ def register(subparsers: Any) -> None:
         "payment events. Child logs go to POOUL_DEV_DIR/logs (default .dev/logs).",
     )
     parser.add_argument(
-        "--orders", type=_positive, default=50, help="demo order requests (default 50)"
+        "--orders", type=positive_int, default=50, help="demo order requests (default 50)"
     )
     parser.add_argument(
         "--no-demo", action="store_true", help="just run the stack until Ctrl-C or SIGTERM"
@@ -50,13 +51,6 @@ def register(subparsers: Any) -> None:
         "so the buyer can pay every order first)",
     )
     parser.set_defaults(run=_run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
