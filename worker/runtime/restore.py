@@ -27,7 +27,13 @@ from worker.runtime.metrics import RuntimeMetrics
 from worker.runtime.partition import PartitionRun
 from worker.runtime.state import PartitionState, StateEntry, Stored, restored_entry
 
-__all__ = ["RESTORE_CONSUMER_OPTIONS", "RestoreResult", "restore_partitions", "restore_runs"]
+__all__ = [
+    "RESTORE_CONSUMER_OPTIONS",
+    "RestoreResult",
+    "caught_up",
+    "restore_partitions",
+    "restore_runs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +87,7 @@ async def restore_partitions(
             # getmany never returns (transaction markers), and getmany may hand out part of a
             # fetched batch.
             for tp in list(remaining):
-                if await _caught_up(consumer, tp, ends[tp]):
+                if await caught_up(consumer, tp, ends[tp]):
                     remaining.discard(tp)
     finally:
         consumer.unsubscribe()
@@ -138,11 +144,12 @@ async def restore_runs(
     )
 
 
-async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
-    """The position reached both the end offset taken at the start and the last fetch's high
-    watermark. No cut at the end offset: records past it were written before the restore began
-    (the Tansu test broker reports the end of a multi-record batch as its base offset + 1, its
-    fetch high watermark is right); nobody writes here meanwhile."""
+async def caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
+    """The position reached both `end` (an end offset taken at the start) and the last fetch's
+    high watermark. No cut at the end offset: the Tansu test broker reports the end of a
+    multi-record batch as its base offset + 1, its fetch high watermark is right. (A restore
+    reads partitions nobody writes meanwhile; a reader of live partitions also waits for what
+    arrived while it read.)"""
     highwater: int | None = consumer.highwater(tp)
     position: int = await consumer.position(tp)
     return position >= max(end, highwater or 0)

@@ -21,12 +21,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from worker.ingress.partitioner import partition_for
 from worker.kafka import make_consumer
 from worker.lag import high_watermarks
-from worker.runtime.restore import RESTORE_CONSUMER_OPTIONS
+from worker.runtime.restore import RESTORE_CONSUMER_OPTIONS, caught_up
 from worker.runtime.state import decode_entry
 from worker.settings import Settings
 from worker.trades.state import Phase, TradeRecord
 
-__all__ = ["Lookup", "find_trades"]
+__all__ = ["Lookup", "find_trades", "stored_trade"]
 
 
 @dataclass
@@ -82,7 +82,7 @@ async def _read(
                 if message.key is None or (key is not None and message.key != key):
                     continue
                 try:
-                    record = _record(message.value, now)
+                    record = stored_trade(message.value, now)
                 except ValueError:
                     unreadable.add(message.key)
                     found.pop(message.key, None)
@@ -93,10 +93,7 @@ async def _read(
                 else:  # gone, or its latest state is not of `phase`
                     found.pop(message.key, None)
         for tp in list(remaining):
-            # The fetch high watermark too: the embedded broker's end offset can fall short of
-            # the last batch's tail (see worker.lag.high_watermarks).
-            end = max(ends[tp], consumer.highwater(tp) or 0)
-            if await consumer.position(tp) >= end:
+            if await caught_up(consumer, tp, ends[tp]):
                 remaining.discard(tp)
     return Lookup(
         trades=sorted(found.values(), key=lambda record: record.updated_at),
@@ -104,7 +101,7 @@ async def _read(
     )
 
 
-def _record(value: bytes | None, now: float) -> TradeRecord | None:
+def stored_trade(value: bytes | None, now: float) -> TradeRecord | None:
     """The trade an entry holds; None for a tombstone or an expired entry; ValueError when
     this release cannot read it."""
     if value is None:

@@ -26,8 +26,8 @@ from schemas.signals import KIND_HEADER, OperatorSignal
 from worker.ingress.partitioner import partition_for
 from worker.kafka import make_consumer, make_producer
 from worker.lag import high_watermarks
-from worker.runtime.state import decode_entry
 from worker.settings import Settings
+from worker.trades.lookup import stored_trade
 from worker.trades.state import TradeRecord, action_stamp
 
 __all__ = ["ActionOutcome", "act_on_trade"]
@@ -85,12 +85,12 @@ async def _entry_for(
     while (left := deadline - time.monotonic()) > 0:
         batches = await consumer.getmany(changelog, timeout_ms=int(min(left, 0.5) * 1000))
         for message in batches.get(changelog, []):
-            if message.key != key or message.value is None:
+            if message.key != key:
                 continue
             try:
-                record = TradeRecord.from_json(decode_entry(message.value).value)
+                record = stored_trade(message.value, time.time())
             except ValueError:
                 continue  # not an entry this release reads: keep watching
-            if record.operator_action == stamp:
+            if record is not None and record.operator_action == stamp:
                 return record
     return None
