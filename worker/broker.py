@@ -109,11 +109,19 @@ class EmbeddedBroker:
     """A Tansu broker child process on `127.0.0.1:port` (a free port unless given).
 
     `stop()` then `start()` again restarts it on the same port, empty: tests use that to
-    simulate a broker outage.
+    simulate a broker outage. `advertised_port` makes clients connect to another port after
+    bootstrap (a proxy in front of the broker that the fault tests put in every connection).
     """
 
-    def __init__(self, *, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        advertised_port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -139,7 +147,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

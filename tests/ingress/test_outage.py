@@ -1,14 +1,17 @@
 """Broker outage: the ingress says 503 `fail` within the platform's 5 s (never `success`), turns
-not-ready, and recovers by itself when the broker is back. Uses a private broker it can stop."""
+not-ready, and recovers by itself when the broker is back. Uses a private broker it can stop, or
+one behind a proxy that holds its writes (a broker up but too slow)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
 
 from tests.fixtures.broker import base_settings
+from tests.fixtures.kafka_faults import PRODUCE, KafkaFaultProxy
 from tests.ingress.conftest import FAST, restart_broker, stop_broker, until_in_flight
 from tests.ingress.helpers import post, signed_notify, topic_records
 from worker.ingress.app import PUBLISHER_KEY
@@ -84,3 +87,28 @@ async def test_a_notify_waiting_for_its_ack_at_shutdown_is_answered_before_close
         assert (await delivery)[:2] == (200, "success")
         await stopping
     assert [r.key for r in await topic_records(settings)] == [trade_id.encode()]
+
+
+async def test_a_broker_slower_than_the_deadline_gets_503_in_time_never_a_late_success(
+    kafka_faults: KafkaFaultProxy, make_ingress, http
+):
+    """The broker is up but its writes take longer than the ack timeout (each held 2.5 s by a
+    proxy; the timeout is 1 s): the notify gets 503 `fail` when the deadline passes, neither a
+    hang until the late acknowledgement nor `success` for it. Quick again, quick `success`."""
+    settings = base_settings(kafka_faults.bootstrap_servers, **FAST)
+    await create_topics(settings)
+    ingress = await make_ingress(settings)
+    assert (await post(http, ingress.url, signed_notify()[1]))[:2] == (200, "success")
+
+    kafka_faults.delay(PRODUCE, 2.5, naming=settings.pooul_topic_trade_signals)
+    started = time.monotonic()
+    assert (await post(http, ingress.url, signed_notify()[1]))[:2] == (503, "fail")
+    assert 1.0 <= time.monotonic() - started < 2.0
+    assert ingress.metrics.count("broker_timeout") == 1
+
+    kafka_faults.heal()
+    trade_id, body = signed_notify()
+    started = time.monotonic()
+    assert (await post(http, ingress.url, body))[:2] == (200, "success")
+    assert time.monotonic() - started < 1.0
+    assert trade_id.encode() in [r.key for r in await topic_records(settings)]
