@@ -7,7 +7,9 @@ broker, so these tests skip against an external one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +17,13 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.dead_letter import parse_dead_letter
 from tests.fixtures.broker import base_settings
-from tests.fixtures.kafka_faults import LIST_OFFSETS, OFFSET_COMMIT, PRODUCE, KafkaFaultProxy
+from tests.fixtures.kafka_faults import (
+    LIST_OFFSETS,
+    OFFSET_COMMIT,
+    PRODUCE,
+    TOPIC_AUTHORIZATION_FAILED,
+    KafkaFaultProxy,
+)
 from tests.runtime.helpers import (
     FAST,
     NoTimers,
@@ -26,7 +34,14 @@ from tests.runtime.helpers import (
     wait_until,
 )
 from worker.kafka import make_producer
-from worker.runtime import KeyContext, Permanent, Record, StreamProcessor, commits
+from worker.runtime import (
+    KeyContext,
+    Permanent,
+    Record,
+    RemoteUnavailable,
+    StreamProcessor,
+    commits,
+)
 from worker.runtime.restore import RESTORE_CONSUMER_OPTIONS
 from worker.runtime.state import StateEntry, encode_entry
 from worker.settings import Settings
@@ -53,11 +68,42 @@ class Recorder(NoTimers):
         self.handled.append((record.key, record.offset))
 
 
-def _commits(processor: StreamProcessor, result: str) -> float:
-    value = processor.registry.get_sample_value(
-        "pooul_runtime_commits_total", {"worker": processor.name, "result": result}
-    )
+class Forwarder(NoTimers):
+    """Writes each record's value, same key, to `out`."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.attempts = 0
+        self.errors: list[str] = []  # how each failed write was reported
+
+    async def handle(self, record: Record, ctx: KeyContext) -> None:
+        self.attempts += 1
+        try:
+            await ctx.send(self.out, record.value, key=record.key)
+        except RemoteUnavailable as exc:
+            self.errors.append(str(exc))
+            raise
+
+
+@contextlib.asynccontextmanager
+async def _impatient_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    """A worker's producer that gives up on a write after 1 s instead of 40, so a write the
+    proxy keeps cutting fails within the test as it would after the default timeout."""
+    producer: AIOKafkaProducer = make_producer(settings, linger_ms=0, request_timeout_ms=1000)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def _sample(processor: StreamProcessor, name: str, **labels: str) -> float:
+    value = processor.registry.get_sample_value(name, {"worker": processor.name, **labels})
     return value or 0.0
+
+
+def _commits(processor: StreamProcessor, result: str) -> float:
+    return _sample(processor, "pooul_runtime_commits_total", result=result)
 
 
 async def test_failed_commits_are_counted_and_a_restart_redoes_what_they_did_not_cover(
@@ -81,7 +127,7 @@ async def test_failed_commits_are_counted_and_a_restart_redoes_what_they_did_not
         await wait_until(lambda: _commits(processor, "failed") >= 2, what="two failed commits")
         assert processor.committed_offsets().get(0) is None
         assert _commits(processor, "ok") == 0
-    assert kafka_faults.refused[OFFSET_COMMIT] >= 2
+    assert kafka_faults.failed[OFFSET_COMMIT] >= 2
     assert (await committed_offsets(settings, group, topic))[0] is None
 
     kafka_faults.heal()
@@ -108,39 +154,85 @@ async def test_a_dead_letter_that_cannot_be_written_holds_the_partition_until_it
     after = await produce(settings, topic, [(b"good", b"{}")], partition=0)
     kafka_faults.cut(PRODUCE, naming=dead_letters)
 
-    producer: AIOKafkaProducer = make_producer(settings, linger_ms=0, request_timeout_ms=1000)
-    await producer.start()
     handler = Recorder()
-    try:
-        async with StreamProcessor(
+    async with (
+        _impatient_producer(settings) as producer,
+        StreamProcessor(
             settings=settings,
             topic=topic,
             group_id=gid(settings, "dl-fault"),
             handler=handler,
             name="w",
             producer=producer,
-        ) as processor:
-            await wait_until(lambda: handler.handled == [(b"good", after[0][1])], what="handled")
-            await wait_until(
-                lambda: "dead letter not written yet; retrying" in caplog.messages,
-                what="a failed dead-letter write retried",
-            )
-            assert processor.committed_offsets().get(0) in (None, poison)
-            assert await read_topic(settings, dead_letters) == []
+        ) as processor,
+    ):
+        await wait_until(lambda: handler.handled == [(b"good", after[0][1])], what="handled")
+        await wait_until(
+            lambda: "dead letter not written yet; retrying" in caplog.messages,
+            what="a failed dead-letter write retried",
+        )
+        assert processor.committed_offsets().get(0) in (None, poison)
+        assert await read_topic(settings, dead_letters) == []
 
-            kafka_faults.heal()
-            await wait_until(
-                lambda: processor.committed_offsets().get(0) == after[-1][1] + 1,
-                what="the commit past the poison record",
-            )
-    finally:
-        await producer.stop()
-    assert kafka_faults.refused[PRODUCE] >= 2
+        kafka_faults.heal()
+        await wait_until(
+            lambda: processor.committed_offsets().get(0) == after[-1][1] + 1,
+            what="the commit past the poison record",
+        )
+    assert kafka_faults.failed[PRODUCE] >= 2
     letters = [parse_dead_letter(r.value) for r in await read_topic(settings, dead_letters)]
     assert letters, "the dead letter was never written"
     assert {(d.id, d.source_offset, d.reason) for d in letters} == {
         (letters[0].id, poison, "unparseable")
     }
+
+
+@pytest.mark.parametrize("fault", ["kafka_unavailable", "kafka_not_authorised"])
+async def test_outputs_that_cannot_be_written_are_an_outage_not_a_reason_to_dead_letter(
+    kafka_faults: KafkaFaultProxy, fault: str
+) -> None:
+    """Writes to the handler's output topic fail — each a producer timeout, or refused as not
+    authorised (an ACL mistake would fail every record alike): however many attempts fail, none
+    counts against POOUL_MAX_ATTEMPTS (2 here) — the breaker opens, the commit stays, nothing is
+    dead-lettered — and once writes pass every output is written."""
+    settings = await _settings(
+        kafka_faults, pooul_max_attempts=2, pooul_circuit_failure_threshold=2
+    )
+    topic, out = settings.pooul_topic_order_requests, settings.pooul_topic_order_results
+    written = await produce(
+        settings, topic, [(b"k%d" % i, b"v%d" % i) for i in range(4)], partition=0
+    )
+    if fault == "kafka_not_authorised":
+        kafka_faults.deny_produce(TOPIC_AUTHORIZATION_FAILED, naming=out)
+    else:
+        kafka_faults.cut(PRODUCE, naming=out)
+    handler = Forwarder(out)
+    async with (
+        _impatient_producer(settings) as producer,
+        StreamProcessor(
+            settings=settings,
+            topic=topic,
+            group_id=gid(settings, "out-fault"),
+            handler=handler,
+            name="w",
+            producer=producer,
+        ) as processor,
+    ):
+        await wait_until(
+            lambda: _sample(processor, "pooul_runtime_circuit_opened_total") >= 2,
+            what="the breaker opened twice",
+        )
+        assert handler.attempts > 2, "fewer attempts than POOUL_MAX_ATTEMPTS allows"
+        assert handler.errors and all(fault in e for e in handler.errors), handler.errors
+        assert processor.committed_offsets().get(0) in (None, 0)
+
+        kafka_faults.heal()
+        end = written[-1][1] + 1
+        await wait_until(lambda: processor.committed_offsets().get(0) == end, what="a commit")
+    assert kafka_faults.failed[PRODUCE] >= 2
+    outputs = await read_topic(settings, out)
+    assert {(r.key, r.value) for r in outputs} == {(b"k%d" % i, b"v%d" % i) for i in range(4)}
+    assert await read_topic(settings, settings.pooul_topic_dead_letters) == []
 
 
 async def test_a_state_restore_that_fails_is_retried_and_nothing_runs_before_it_ends(
@@ -178,5 +270,5 @@ async def test_a_state_restore_that_fails_is_retried_and_nothing_runs_before_it_
         kafka_faults.heal()
         await wait_until(lambda: len(handler.handled) == 1, what="the record handled")
         assert processor.snapshot().partitions[1].state_keys == 200
-    assert kafka_faults.refused[LIST_OFFSETS] >= 2
+    assert kafka_faults.failed[LIST_OFFSETS] >= 2
     assert handler.seen_state[offset] == {"n": 7}
