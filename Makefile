@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test check lint typecheck pytest browser schemas bench clean
+.PHONY: install dev test check lint typecheck pytest browser promtool schemas bench clean
 
 install: $(STAMP)
 
@@ -19,7 +19,7 @@ dev: install
 	$(VENV)/bin/pooul-worker dev
 
 ## Everything CI runs: lint, types, contract files, the whole test suite against a real broker.
-test: install browser lint typecheck pytest
+test: install browser promtool lint typecheck pytest
 
 lint: install
 	$(PY) -m ruff check .
@@ -39,6 +39,16 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 			|| echo "chromium could not be installed: the browser test will be skipped"; \
 	else echo "no chromium and no root: the browser test will be skipped"; fi
+
+## promtool (Debian's prometheus package) runs the alert rules' unit tests (needs root).
+promtool:
+	@if command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing promtool for the alert rule tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus >/dev/null) \
+			|| echo "promtool could not be installed: the alert rule tests will be skipped"; \
+	else echo "no promtool and no root: the alert rule tests will be skipped"; fi
 
 schemas: install
 	$(VENV)/bin/pooul-worker schemas export
