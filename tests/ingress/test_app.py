@@ -72,8 +72,16 @@ def _oversized() -> bytes:
     return signed_notify(attach="x" * 70_000)[1]
 
 
+def _deeply_nested() -> bytes:
+    # Past what the signing string's JSON renderer takes (255 levels); orjson parses it.
+    forged = envelope(notify_data())
+    forged["data"]["junk"] = "NESTED"
+    return orjson.dumps(forged).replace(b'"NESTED"', b"[" * 300 + b"]" * 300)
+
+
 REJECTIONS = {
     "altered_field": (_altered_field, 403),
+    "deeply_nested": (_deeply_nested, 403),
     "wrong_key": (lambda: signed_notify(key=OTHER_MERCHANT_KEY)[1], 403),
     "unsigned": (lambda: orjson.dumps({**envelope(notify_data()), "sign": None}), 403),
     "unknown_merchant": (lambda: signed_notify(merchant_id="888199999999999")[1], 404),

@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 
-from schemas.orders import OrderCreated, OrderFailed
+from schemas.orders import OrderCreated, OrderFailed, OrderRejected
 from tests.fixtures.broker import MERCHANT_ID, MERCHANT_KEY, OTHER_MERCHANT_ID
 from tests.orders.rig import metric, order_request, running_orders
 
@@ -79,6 +79,25 @@ async def test_retryable_codes_give_up_with_retryable_failure(make_rig):
         assert "gave up after 3 counted attempts" in result.msg
     assert await rig.pay_calls() == {"601": 3, "108": 3}
     assert metric(registry, "pooul_orders_retries_total", reason="retryable_code") == 4
+    assert await rig.reader(rig.settings.pooul_topic_dead_letters).settle(0.2) == []
+
+
+async def test_a_request_refused_on_the_way_fails_after_its_attempts_instead_of_waiting(
+    make_rig,
+):
+    """HTTP 403 on every call (a proxy or firewall refusing this request): POOUL_MAX_ATTEMPTS
+    counted calls, then `failed` (retries_exhausted, retryable). Waited out behind the breaker
+    like an outage, the request would never be answered and its partition's commits stop."""
+    rig = await make_rig(pooul_max_attempts=3)
+    await rig.faults(error_500_rate=1.0, error_500_status=403)
+    async with running_orders(rig.settings) as registry:
+        await rig.send(order_request())
+        [(_, result)] = await rig.results(1)
+    assert isinstance(result, OrderFailed)
+    assert (result.reason, result.code, result.retryable) == ("retries_exhausted", None, True)
+    assert "gave up after 3 counted attempts" in result.msg and "HTTP 403" in result.msg
+    assert await rig.pay_calls() == {"http_403": 3}
+    assert metric(registry, "pooul_orders_retries_total", reason="http_refused") == 2
     assert await rig.reader(rig.settings.pooul_topic_dead_letters).settle(0.2) == []
 
 
@@ -185,3 +204,38 @@ async def test_late_repeat_waits_out_an_outage_and_trusts_state_without_an_answe
     assert metric(registry, "pooul_orders_retries_total", reason="transport") >= 3
     assert (await rig.query_calls()).get("301") == 1
     assert metric(registry, "pooul_orders_results_total", outcome="created", path="repeat") == 3
+
+
+async def test_an_order_created_before_its_expiry_is_the_answer_after_it(make_rig):
+    """The first pay call creates the order but its answer never comes (timeout); an outage then
+    holds the retries until the request's time_expire has passed. The retry must not answer
+    `rejected` ("nothing was sent to Pooul") for an order that exists: the platform is asked,
+    and its order is the answer. A request past its expiry that nothing created is still
+    `rejected`, after one query and no pay call."""
+    import time
+
+    rig = await make_rig(pooul_request_timeout=1.0)
+    await rig.faults(create_then_timeout_rate=1.0, hang_seconds=3.0)
+    expire = int(time.time()) + 3
+    request = order_request(time_expire=expire)
+    never_sent = order_request(time_expire=int(time.time()) - 60)
+    async with running_orders(rig.settings) as registry:
+        await rig.send(request)
+        async with asyncio.timeout(10):
+            while not await rig.platform_orders(request["mch_trade_id"]):  # noqa: ASYNC110 - polling the sandbox
+                await asyncio.sleep(0.05)
+        await rig.faults(error_500_rate=1.0)
+        await asyncio.sleep(expire - time.time() + 0.5)
+        await rig.faults()
+        [(_, result)] = await rig.results(1)
+        await rig.send(never_sent)
+        [_, (_, rejected)] = await rig.results(2)
+    [platform_order] = await rig.platform_orders(request["mch_trade_id"])
+    assert isinstance(result, OrderCreated), result
+    assert result.trade_id == platform_order["trade_id"]
+    assert metric(registry, "pooul_orders_results_total", outcome="created", path="recovered") == 1
+    assert isinstance(rejected, OrderRejected)
+    assert [(e.field, e.type) for e in rejected.errors] == [("time_expire", "expired")]
+    pay_calls = await rig.pay_calls()
+    assert pay_calls.get("timeout_after_create") == 1 and "0" not in pay_calls
+    assert (await rig.query_calls()).get("301") == 1

@@ -20,6 +20,7 @@ from worker.pooul.errors import (
     OrderNotFound,
     PermanentPlatformError,
     PooulTimeout,
+    RequestRefused,
     ResponseSignatureError,
     RetryablePlatformError,
     TransportError,
@@ -169,6 +170,29 @@ async def test_http_500_is_retryable_transport_error(gateway, client):
     with pytest.raises(TransportError) as caught:
         await client.query_order(MERCHANT_ID, trade_id="P1")
     assert caught.value.retryable
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 413])
+async def test_http_4xx_is_a_refusal_of_this_request_not_an_outage(gateway, client, status):
+    """A 4xx (a proxy or firewall refusing this request) is a retryable RequestRefused with the
+    status, not a TransportError: callers bound its retries instead of waiting it out."""
+    gw, _ = gateway
+    gw.respond = lambda body: web.Response(status=status, text="refused")
+    with pytest.raises(RequestRefused) as caught:
+        await client.query_order(MERCHANT_ID, trade_id="P1")
+    assert caught.value.retryable and caught.value.status == status
+    assert not isinstance(caught.value, TransportError)
+
+
+@pytest.mark.parametrize("status", [408, 429, 302, 204])
+async def test_timeouts_throttling_and_other_statuses_are_transport_errors(
+    gateway, client, status
+):
+    """408 and 429 say "not now", like a 5xx; any other status but 200 is no answer either."""
+    gw, _ = gateway
+    gw.respond = lambda body: web.Response(status=status)
+    with pytest.raises(TransportError, match=f"HTTP {status}"):
+        await client.query_order(MERCHANT_ID, trade_id="P1")
 
 
 async def test_garbage_body_is_transport_error(gateway, client):

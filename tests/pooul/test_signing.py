@@ -126,3 +126,23 @@ def test_no_second_pass_without_rewritten_numbers(monkeypatch):
     monkeypatch.setattr(signing, "_data_as_sent", second_parse)
     body = b'{"code": 0, "data": {"trade_id": "T1", "total_fee": 12}, "sign": "00"}'
     assert not signing.verify_any_received({"trade_id": "T1", "total_fee": 12}, body, "00", ["k"])
+
+
+def test_fields_too_deeply_nested_to_render_do_not_verify():
+    """A structure nested past what the JSON renderer takes (orjson stops at 255 levels, but
+    parses up to 1024) cannot have been signed: it verifies as False, never raises — the
+    ingress and the sandbox would otherwise answer 500 to anyone who sends one."""
+    import orjson
+
+    from worker.pooul.signing import verify_any_received
+
+    for depth in (300, 1000):
+        body = (
+            b'{"code": 0, "data": {"trade_id": "T1", "fee": 0.1, "junk": '
+            + b"[" * depth
+            + b"]" * depth
+            + b'}, "sign": "00"}'
+        )
+        data = orjson.loads(body)["data"]
+        assert not verify_any(data, "00", ["k"])
+        assert not verify_any_received(data, body, "00", ["k"])

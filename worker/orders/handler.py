@@ -66,6 +66,7 @@ from worker.pooul.errors import (
     PlatformError,
     PooulError,
     PooulTimeout,
+    RequestRefused,
     ResponseSignatureError,
     RetryablePlatformError,
     TransportError,
@@ -165,15 +166,18 @@ class OrdersHandler:
             return
 
         expired = expiry_error(request, now=self._clock())
-        if expired is not None:
-            rejected = rejected_for(
-                request, [expired], requested_at=requested_at, now=self._clock()
-            )
-            await self._answer(ctx, key, rejected, path="validation")
-            return
-
         try:
-            order, path = await self._create(request, ctx, requested_at=requested_at)
+            if expired is None:
+                order, path = await self._create(request, ctx, requested_at=requested_at)
+            else:
+                found = await self._created_before_expiry(request, ctx, requested_at=requested_at)
+                if found is None:
+                    rejected = rejected_for(
+                        request, [expired], requested_at=requested_at, now=self._clock()
+                    )
+                    await self._answer(ctx, key, rejected, path="validation")
+                    return
+                order, path = found, "recovered"
         except _Failed as failed:
             await self._answer(ctx, key, failed.result, path=failed.result.reason)
             return
@@ -238,7 +242,13 @@ class OrdersHandler:
                 "pay", lambda: self._client.create_order(unified)
             )
         except DuplicateOrder:
-            return await self._recover(request, ctx, requested_at=requested_at), "recovered"
+            try:
+                order = await self._recover(
+                    request, requested_at=requested_at, why="order recovered after duplicate"
+                )
+            except PooulError as exc:
+                raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+            return order, "recovered"
         except PooulError as exc:
             raise self._steer(exc, request, ctx, requested_at=requested_at) from None
         mismatch = response_mismatch(request, response)
@@ -248,12 +258,11 @@ class OrdersHandler:
         return new_order(request, response, now=self._clock(), default_ttl=self._default_ttl), "new"
 
     async def _recover(
-        self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
+        self, request: OrderRequest, *, requested_at: float | None, why: str
     ) -> StoredOrder:
-        try:
-            existing = await self._query_existing(request)
-        except PooulError as exc:
-            raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+        """The platform's order under the request's `mch_trade_id`, when it is this request's
+        (`recover_order`); a conflict raises `_Failed`. Query errors propagate."""
+        existing = await self._query_existing(request)
         recovered = recover_order(
             request, existing, now=self._clock(), default_ttl=self._default_ttl
         )
@@ -261,7 +270,7 @@ class OrdersHandler:
             self._metrics.conflicts.labels(source="platform").inc()
             raise _Failed(self._conflict(request, recovered, requested_at=requested_at))
         log.info(
-            "order recovered after duplicate",
+            why,
             extra={
                 "merchant_id": request.merchant_id,
                 "mch_trade_id": request.mch_trade_id,
@@ -269,6 +278,25 @@ class OrdersHandler:
             },
         )
         return recovered
+
+    async def _created_before_expiry(
+        self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
+    ) -> StoredOrder | None:
+        """For a request past its `time_expire` that the state does not know: the order an
+        earlier attempt created while it was valid, or None when the platform has none (then
+        it is `rejected`, and nothing is created). An earlier attempt may have reached the
+        platform — a retry after a timeout, a crash before the state write, the same request
+        again after the state forgot it — so `rejected` ("nothing was sent") needs the query."""
+        try:
+            return await self._recover(
+                request,
+                requested_at=requested_at,
+                why="expired request answered with the order an earlier attempt created",
+            )
+        except OrderNotFound:
+            return None
+        except PooulError as exc:
+            raise self._steer(exc, request, ctx, requested_at=requested_at) from None
 
     async def _query_existing(self, request: OrderRequest) -> QueryData:
         """The platform's order under the request's merchant and `mch_trade_id`."""
@@ -300,7 +328,12 @@ class OrdersHandler:
             log.warning("pooul unavailable, will retry", extra=extra)
             return RemoteUnavailable(f"pooul_{reason}: {exc}")
         if isinstance(
-            exc, RetryablePlatformError | ResponseSignatureError | MalformedResponse | OrderNotFound
+            exc,
+            RetryablePlatformError
+            | ResponseSignatureError
+            | MalformedResponse
+            | OrderNotFound
+            | RequestRefused,
         ):
             # OrderNotFound here: the platform said 107, yet the query does not see the order.
             reason = {
@@ -308,6 +341,7 @@ class OrdersHandler:
                 ResponseSignatureError: "bad_signature",
                 MalformedResponse: "malformed_answer",
                 OrderNotFound: "not_found_after_duplicate",
+                RequestRefused: "http_refused",
             }[type(exc)]
             code = exc.code if isinstance(exc, PlatformError) else None
             msg = (exc.msg if isinstance(exc, PlatformError) else None) or str(exc)

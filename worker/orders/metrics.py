@@ -21,7 +21,8 @@ class OrdersMetrics:
     - `pooul_orders_platform_latency_seconds{call, outcome}` — call `pay|query`; outcome `ok`
       or the error class (`DuplicateOrder`, `PooulTimeout`, ...).
     - `pooul_orders_retries_total{reason}` — a platform call will be tried again (`timeout`,
-      `transport`, `bad_signature`, `retryable_code`, `malformed_answer`, `not_found_after_duplicate`).
+      `transport`, `bad_signature`, `retryable_code`, `malformed_answer`, `not_found_after_duplicate`,
+      `http_refused`).
     - `pooul_orders_conflicts_total{source}` — `state` or `platform`.
     """
 

@@ -29,6 +29,7 @@ from worker.pooul.errors import (
     MalformedResponse,
     MerchantKeyMissing,
     PooulTimeout,
+    RequestRefused,
     ResponseSignatureError,
     TransportError,
     platform_error,
@@ -43,6 +44,9 @@ _Model = TypeVar("_Model", bound=BaseModel)
 PAY_PATH = "/paygate/merchant_info/pay"
 QUERY_PATH = "/paygate/merchant_info/query"
 CLOSE_PATH = "/paygate/merchant_info/order_close"
+
+# 4xx statuses that say "not now" rather than "not this request": an outage, like a 5xx.
+_UNAVAILABLE_4XX = frozenset({408, 429})
 
 
 def new_nonce() -> str:
@@ -177,10 +181,11 @@ class PooulClient:
                 timeout=self._timeout,
             ) as response:
                 payload = await response.read()
-                if response.status >= 500:
-                    raise TransportError(f"{path}: HTTP {response.status}")
-                if response.status != 200:
-                    raise TransportError(f"{path}: unexpected HTTP {response.status}")
+                status = response.status
+                if 400 <= status < 500 and status not in _UNAVAILABLE_4XX:
+                    raise RequestRefused(f"{path}: HTTP {status}", status=status)
+                if status != 200:
+                    raise TransportError(f"{path}: HTTP {status}")
                 return payload
         except TimeoutError:
             raise PooulTimeout(f"{path}: no answer within {self._timeout.total} s") from None

@@ -2,8 +2,11 @@
 
 PooulError
 ├── MerchantKeyMissing              no key configured for the merchant (permanent)
-├── TransportError                  connection failed, HTTP status ≠ 200, unparseable body (retryable)
+├── TransportError                  connection failed, HTTP 5xx/408/429/other non-200, unparseable
+│   │                               body (retryable: an outage)
 │   └── PooulTimeout                connect or total timeout (retryable)
+├── RequestRefused                  HTTP 4xx (not 408/429): this request was refused on the way
+│                                   (retryable, but not an outage: callers bound its retries)
 ├── ResponseSignatureError          response `data` did not verify: never used (retryable)
 ├── MalformedResponse               verified `data` without the promised shape (retryable, but
 │                                   not an outage: callers bound its retries)
@@ -29,6 +32,7 @@ __all__ = [
     "PlatformError",
     "PooulError",
     "PooulTimeout",
+    "RequestRefused",
     "ResponseSignatureError",
     "RetryablePlatformError",
     "TransportError",
@@ -54,6 +58,19 @@ class TransportError(PooulError):
 
 class PooulTimeout(TransportError):
     """No answer within the connect or total timeout. The platform may still have acted."""
+
+
+class RequestRefused(PooulError):
+    """An HTTP 4xx other than 408/429: a proxy, a firewall or the gateway refused this request
+    (its size or content, say). Not a `TransportError`: other requests may pass, so waiting
+    behind the circuit breaker until this one does would hold its partition forever; callers
+    retry a bounded number of times, then answer `failed` or dead-letter."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class MalformedResponse(PooulError):

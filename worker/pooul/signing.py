@@ -73,12 +73,18 @@ def verify(fields: Mapping[str, Any], signature: str, key: str) -> bool:
 
 
 def verify_any(fields: Mapping[str, Any], signature: str, keys: Iterable[str]) -> bool:
-    """True when any of a merchant's active keys (rotation) verifies the signature."""
+    """True when any of a merchant's active keys (rotation) verifies the signature.
+
+    Fields that cannot be rendered (a structure nested deeper than the JSON renderer goes:
+    nothing the platform sends) cannot have been signed: False, not an exception."""
     try:
         given = signature.upper().encode("ascii")
     except UnicodeEncodeError:
         return False
-    canonical = canonical_string(fields)  # the same for every key: built once
+    try:
+        canonical = canonical_string(fields)  # the same for every key: built once
+    except (TypeError, RecursionError):
+        return False
     # No short-circuit: the time taken does not tell which key matched.
     results = [hmac.compare_digest(_digest(canonical, key).encode("ascii"), given) for key in keys]
     return any(results)
@@ -117,7 +123,7 @@ class _NumberText(str):
 def _data_as_sent(body: bytes) -> dict[str, Any] | None:
     try:
         envelope = json.loads(body, parse_float=_NumberText, parse_int=_NumberText)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     data = envelope.get("data") if isinstance(envelope, dict) else None
     return data if isinstance(data, dict) else None

@@ -32,6 +32,8 @@ class FaultConfig(BaseModel):
     merchant_id: str | None = None
     latency_ms: float | tuple[float, float] = 0.0
     error_500_rate: float = _Rate
+    # The status those answers carry: a 4xx plays a proxy or firewall refusing the call.
+    error_500_status: StrictInt = Field(default=500, ge=400, le=599)
     code_601_rate: float = _Rate
     bad_signature_rate: float = _Rate
     create_then_timeout_rate: float = _Rate

@@ -135,8 +135,9 @@ async def _serve(
     config = sandbox.faults.for_merchant(str(claimed) if claimed is not None else None)
     await sandbox.pause(sandbox.faults.latency_seconds(config))
     if sandbox.faults.hit(config.error_500_rate):
-        sandbox.count(endpoint, "http_500")
-        return web.Response(status=500, text="500 Internal Server Error (sandbox fault)")
+        status = config.error_500_status
+        sandbox.count(endpoint, f"http_{status}")
+        return web.Response(status=status, text=f"HTTP {status} (sandbox fault)")
     try:
         if fields is None:
             raise GatewayError(ResultCode.JSON_PARSE_ERROR, "request body is not a JSON object")
