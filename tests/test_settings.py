@@ -76,6 +76,10 @@ def test_missing_keys_file_names_the_variable(tmp_path):
         ("pooul_merchant_keys", '{"888": ""}', "POOUL_MERCHANT_KEYS"),
         ("pooul_merchant_keys", '{"888": []}', "POOUL_MERCHANT_KEYS"),
         ("pooul_base_url", "gateway.pooulcloud.cn", "POOUL_BASE_URL"),
+        ("pooul_notify_url", "shop.example.com/notify", "POOUL_NOTIFY_URL"),
+        ("pooul_notify_url", "https://", "POOUL_NOTIFY_URL"),
+        ("pooul_notify_url", "https://shop.example.com/a b", "POOUL_NOTIFY_URL"),
+        ("pooul_notify_url", "https://shop.example.com/" + "n" * 240, "POOUL_NOTIFY_URL"),
         ("pooul_topic_partitions", 0, "POOUL_TOPIC_PARTITIONS"),
         ("kafka_security_protocol", "TLS", "KAFKA_SECURITY_PROTOCOL"),
     ],
@@ -108,3 +112,14 @@ def test_cli_reports_bad_settings_with_exit_code_2():
     )
     assert result.returncode == 2
     assert "POOUL_TOPIC_PARTITIONS" in result.stderr
+
+
+def test_notify_url_is_kept_as_given():
+    """A trailing slash is part of the merchant's route: POOUL_NOTIFY_URL is not rewritten
+    (the gateway's base URL is, so paths join cleanly)."""
+    settings = Settings(
+        pooul_notify_url="https://shop.example.com/pooul/notify/",
+        pooul_base_url="http://gateway.example/",
+    )
+    assert settings.pooul_notify_url == "https://shop.example.com/pooul/notify/"
+    assert settings.pooul_base_url == "http://gateway.example"

@@ -11,6 +11,7 @@ with keyword arguments.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["MerchantKeys", "Settings", "SettingsError", "load_settings"]
+
+
+# A notify_url the platform can call: scheme, a host, no whitespace.
+_NOTIFY_URL = re.compile(r"https?://[^\s/?#]+\S*")
 
 
 class SettingsError(Exception):
@@ -273,12 +278,23 @@ class Settings(BaseSettings):
 
     _merchant_keys: MerchantKeys = MerchantKeys()
 
-    @field_validator("pooul_base_url", "pooul_notify_url")
+    @field_validator("pooul_base_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must be an absolute http(s) URL")
-        return value.rstrip("/") if value else value
+        return value.rstrip("/")
+
+    @field_validator("pooul_notify_url")
+    @classmethod
+    def _notify_url(cls, value: str | None) -> str | None:
+        """What the platform accepts as `notify_url` (an order request's own is held to the same
+        rule): checked here, or every order relying on it would fail at the platform call."""
+        if value is not None and not _NOTIFY_URL.fullmatch(value):
+            raise ValueError("must be an absolute http(s) URL with a host and no spaces")
+        if value is not None and len(value) > 255:
+            raise ValueError("at most 255 characters (the platform's limit)")
+        return value
 
     @model_validator(mode="after")
     def _load_merchant_keys(self) -> Settings:

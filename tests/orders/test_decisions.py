@@ -272,6 +272,11 @@ def test_state_keeps_orders_per_merchant():
         is None
     )
     assert retain_until(state, retention=60) == NOW + 10 * TTL + 60
+    # Another merchant's entry this version cannot read is kept, and has no say in retention.
+    unreadable = {"orders": {"other": {"trade_id": "P2"}, "third": "garbage"}}
+    state = with_order(unreadable, MERCHANT, order())
+    assert state["orders"]["other"] == {"trade_id": "P2"}
+    assert retain_until(state, retention=60) == order().expires_at + 60
 
 
 def test_a_pay_answer_about_another_order_is_not_taken():

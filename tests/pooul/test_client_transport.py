@@ -185,9 +185,7 @@ async def test_http_4xx_is_a_refusal_of_this_request_not_an_outage(gateway, clie
 
 
 @pytest.mark.parametrize("status", [408, 429, 302, 204])
-async def test_timeouts_throttling_and_other_statuses_are_transport_errors(
-    gateway, client, status
-):
+async def test_timeouts_throttling_and_other_statuses_are_transport_errors(gateway, client, status):
     """408 and 429 say "not now", like a 5xx; any other status but 200 is no answer either."""
     gw, _ = gateway
     gw.respond = lambda body: web.Response(status=status)

@@ -76,6 +76,29 @@ async def test_error_500_per_merchant_leaves_other_merchants_alone(sandbox, http
     assert stats["calls"]["pay"] == {"http_500": 1, "0": 1}
 
 
+async def test_error_status_and_query_without_pay_link(sandbox, http):
+    """`error_500_status` sets those answers' status (a 403 plays a proxy refusing the call);
+    `query_pay_link` off answers queries without token_id/pay_url/appid, as the platform's
+    documented query, while pay answers keep them."""
+    await _faults(http, sandbox, error_500_rate=1.0, error_500_status=403)
+    status, _ = await _pay(http, sandbox)
+    assert status == 403
+    await _faults(http, sandbox, query_pay_link=False)
+    status, created = await _pay(http, sandbox)
+    assert status == 200 and created["data"]["pay_url"]
+    trade_id = created["data"]["trade_id"]
+    fields = {"merchant_id": MERCHANT_ID, "trade_id": trade_id}
+    queried = await call(http, sandbox.url, QUERY, fields, MERCHANT_KEY)
+    assert queried["code"] == 0 and queried["data"]["trade_id"] == trade_id
+    assert not {"token_id", "pay_url", "appid"} & set(queried["data"])
+    assert data_verifies(queried, MERCHANT_KEY)
+    await _faults(http, sandbox)
+    queried = await call(http, sandbox.url, QUERY, fields, MERCHANT_KEY)
+    assert queried["data"]["pay_url"] == created["data"]["pay_url"]
+    _, stats = await control(http, sandbox.url, "GET", "/sandbox/stats")
+    assert stats["calls"]["pay"] == {"http_403": 1, "0": 1}
+
+
 async def test_global_faults_apply_to_merchants_without_their_own(sandbox, http):
     """A global 601 rate hits every merchant except one with its own config, which replaces it;
     a 601 on pay creates nothing, a 601 on query answers no data."""

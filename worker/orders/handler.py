@@ -97,6 +97,10 @@ class _Failed(Exception):
         self.result = result
 
 
+# Orders created but not yet in the state: only ever a few (those whose writes are failing).
+_UNSAVED_CAP = 10_000
+
+
 class OrdersHandler:
     """Turns order requests into unified orders; one instance per worker process.
 
@@ -126,6 +130,10 @@ class OrdersHandler:
         self._max_attempts = settings.pooul_max_attempts
         self._metrics = metrics
         self._clock = clock
+        # Orders the platform created whose state write has not happened yet (a Kafka write
+        # after the pay call failed): the retry answers with this, not a second pay call, which
+        # gets 107 and a query that may not carry the pay link. Oldest dropped past the cap.
+        self._unsaved: dict[tuple[str, str], StoredOrder] = {}
 
     async def handle(self, record: Record, ctx: KeyContext) -> None:
         """One order request: a result always, a dead letter only for a non-object value."""
@@ -182,6 +190,10 @@ class OrdersHandler:
             await self._answer(ctx, key, failed.result, path=failed.result.reason)
             return
 
+        unsaved = (request.merchant_id, request.mch_trade_id)
+        self._unsaved[unsaved] = order
+        while len(self._unsaved) > _UNSAVED_CAP:
+            del self._unsaved[next(iter(self._unsaved))]
         signal_value, signal_headers = encode_signal(created_signal(request, order))
         await ctx.send(
             self._signals_topic,
@@ -191,6 +203,7 @@ class OrdersHandler:
         )
         state = with_order(ctx.state, request.merchant_id, order)
         await ctx.set_state(state, expires_at=retain_until(state, retention=self._retention))
+        self._unsaved.pop(unsaved, None)
         result = created_result(request, order, requested_at=requested_at, now=self._clock())
         await self._answer(ctx, key, result, path=path)
 
@@ -235,7 +248,15 @@ class OrdersHandler:
     async def _create(
         self, request: OrderRequest, ctx: KeyContext, *, requested_at: float | None
     ) -> tuple[StoredOrder, str]:
-        """The platform order for `request`: created now, or recovered after a 107."""
+        """The platform order for `request`: created now (or by an earlier attempt of this
+        process whose writes failed), or recovered after a 107."""
+        unsaved = self._unsaved.get((request.merchant_id, request.mch_trade_id))
+        if unsaved is not None:
+            conflict = check_repeat(unsaved, request)
+            if conflict is not None:
+                self._metrics.conflicts.labels(source="state").inc()
+                raise _Failed(self._conflict(request, conflict, requested_at=requested_at))
+            return unsaved, "new"
         unified = to_unified_order(request)
         try:
             response: OrderResponseData = await self._call(

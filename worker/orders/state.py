@@ -86,6 +86,14 @@ def with_order(state: Any, merchant_id: str, order: StoredOrder) -> dict[str, An
 
 
 def retain_until(state: Any, *, retention: float) -> float:
-    """When the key may be forgotten: `retention` seconds after its last order expires."""
-    expiries = [float(entry["expires_at"]) for entry in _orders(state).values()]
+    """When the key may be forgotten: `retention` seconds after its last order expires.
+
+    An entry this version cannot read (kept as is for the release that wrote it) has no say;
+    the state is only written with an order just recorded, so one expiry is always there."""
+    expiries = []
+    for entry in _orders(state).values():
+        try:
+            expiries.append(float(entry["expires_at"]))
+        except (KeyError, TypeError, ValueError):
+            continue
     return max(expiries) + retention

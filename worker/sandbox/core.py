@@ -336,9 +336,10 @@ class Sandbox:
         )
         return {name: value for name, value in data.items() if value is not None}
 
-    def query_data(self, order: Order) -> dict[str, Any]:
-        """The query `data`: the notify fields plus amounts, and (sandbox convenience) the
-        order's `token_id`/`pay_url`/`appid` so a caller can recover an order after code 107."""
+    def query_data(self, order: Order, *, pay_link: bool = True) -> dict[str, Any]:
+        """The query `data`: the notify fields plus amounts, and (sandbox convenience, unless
+        `pay_link` is off) the order's `token_id`/`pay_url`/`appid` so a caller can recover an
+        order after code 107; the platform's documented query does not promise them."""
         data = self.notify_data(order)
         if order.paid_fee is not None:
             paid = yuan(order.paid_fee)
@@ -349,7 +350,8 @@ class Sandbox:
                 invoice_amount=paid,
                 point_amount="0.00",
             )
-        data.update(token_id=order.token_id, pay_url=order.pay_url, appid=order.appid)
+        if pay_link:
+            data.update(token_id=order.token_id, pay_url=order.pay_url, appid=order.appid)
         return data
 
 

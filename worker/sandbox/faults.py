@@ -41,6 +41,8 @@ class FaultConfig(BaseModel):
     notify_duplicates: int = Field(default=0, ge=0, le=100)
     notify_loss_rate: float = _Rate
     forge_notify_rate: float = _Rate
+    # Off: query answers leave out token_id/pay_url/appid, as the platform's documented query.
+    query_pay_link: bool = True
     # Any platform code, documented or not, answered instead of the call's effect: the codes a
     # well-formed request cannot provoke (201 merchant disabled, 1500, 108...) become testable.
     force_code: StrictInt | None = Field(default=None, gt=0)

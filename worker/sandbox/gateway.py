@@ -355,7 +355,7 @@ def _query(
 ) -> _Answer:
     order = _lookup(sandbox, fields, merchant_id)
     _channel_timeout(sandbox, config)
-    return _Answer(data=sandbox.query_data(order))
+    return _Answer(data=sandbox.query_data(order, pay_link=config.query_pay_link))
 
 
 def _close(
