@@ -90,3 +90,43 @@ async def test_an_unreadable_entry_puts_its_check_off_instead_of_a_timer_dead_le
     await handler.on_timer(Context())  # type: ignore[arg-type]
     assert writes == [({"v": 99}, 1600.0)]
     assert metrics.registry.get_sample_value("pooul_trades_unreadable_states_total") == 1.0
+
+
+async def test_a_pending_trade_whose_timer_was_dropped_is_scheduled_again() -> None:
+    """The runtime clears a timer whose retries ran out (a timer dead letter), but the stored
+    trade still names its next check. The next signal that cannot settle the trade must not
+    trust that name: with no timer set, the check is scheduled again — else reconciliation of
+    the trade stops until its entry expires. With the timer set, nothing is rewritten."""
+    from worker.trades.state import Phase, TradeRecord
+
+    settings = Settings(pooul_merchant_keys='{"888": "k"}')
+    handler = TradesHandler(
+        settings=settings,
+        client=PooulClient.from_settings(settings),
+        metrics=TradesMetrics(registry=CollectorRegistry()),
+        clock=lambda: 1000.0,
+    )
+    record = TradeRecord(
+        trade_id="T1",
+        merchant_id="888",
+        first_seen=900.0,
+        updated_at=950.0,
+        phase=Phase.PENDING,
+        next_check_at=960.0,
+    )
+    writes: list[float | None] = []
+
+    class Context:
+        key = b"T1"
+        state = record.to_json()
+        wake_at: float | None = None
+
+        async def set_state(self, value: Any, *, wake_at: float | None = None, **_: Any) -> None:
+            writes.append(wake_at)
+
+    context = Context()
+    await handler._ensure_scheduled(record, context)  # type: ignore[arg-type]
+    assert len(writes) == 1 and writes[0] is not None and writes[0] > 1000.0
+    context.wake_at = 960.0
+    await handler._ensure_scheduled(record, context)  # type: ignore[arg-type]
+    assert len(writes) == 1

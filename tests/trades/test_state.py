@@ -22,6 +22,7 @@ from worker.trades.state import (
     can_advance,
     classify_notify,
     new_notify_record,
+    queried_as,
     recheck_refusal,
     reopen,
 )
@@ -332,6 +333,25 @@ def test_order_created_after_a_notify_of_another_merchant_takes_the_orders_ident
     ordered = apply_order_created(None, order_signal(), now=NOW, policy=POLICY).record
     other = apply_order_created(ordered, order_signal(merchant_id="999"), now=NOW, policy=POLICY)
     assert (other.kind, other.reason, other.record.merchant_id) == ("flag", "merchant_mismatch", M)
+
+
+def test_a_notify_of_another_merchant_requeries_only_a_trade_nothing_vouched_for() -> None:
+    """Named by notifies alone, a trade is queried as the merchant of the notify at hand; once
+    an order, a verified answer or an event vouched for its merchant, it stays that one."""
+    notified = new_notify_record(
+        trade_id="T1", merchant_id="999", mch_trade_id="CLAIMED", now=NOW, policy=POLICY
+    )
+    taken = queried_as(notified, merchant_id=M, mch_trade_id="ORDER-1", now=NOW + 1)
+    assert (taken.merchant_id, taken.mch_trade_id, taken.updated_at) == (M, "ORDER-1", NOW + 1)
+    assert queried_as(notified, merchant_id="999", mch_trade_id="X", now=NOW + 1) is notified
+    vouched = [
+        replace(notified, state=TradeState.NOT_PAID),
+        replace(notified, owned=True),
+        replace(notified, published=TradeState.PAID),
+        replace(notified, phase=Phase.FLAGGED),
+    ]
+    for record in vouched:
+        assert queried_as(record, merchant_id=M, mch_trade_id="ORDER-1", now=NOW) is record
 
 
 def test_order_created_after_a_published_wrong_amount_flags_the_trade() -> None:

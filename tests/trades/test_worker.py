@@ -294,6 +294,15 @@ async def test_poison_signal_is_dead_lettered_and_its_partition_moves_on(world: 
     assert (letter.reason, letter.outcome, letter.kind) == ("invalid_signal", "permanent", "record")
     assert letter.value is not None and letter.value.to_bytes() == b'{"kind": "nonsense"}'
 
+    # A valid signal without a key would share the keyless entry with every other one.
+    keyless = b'{"kind": "order_created", "trade_id": "KEYLESS-1", "merchant_id": "888", '
+    keyless += b'"mch_trade_id": "M1", "total_fee": 1, "expires_at": "2030-01-01T00:00:00Z", '
+    keyless += b'"created_at": "2026-01-01T00:00:00Z"}'
+    await rig.producer.send_and_wait(settings.pooul_topic_trade_signals, keyless, key=None)
+    await wait_until(lambda: any(d.key is None for d in rig.dead_letters), what="its dead letter")
+    [unkeyed] = [d for d in rig.dead_letters if d.key is None]
+    assert unkeyed.reason == "invalid_signal" and "no key" in unkeyed.detail
+
 
 async def test_pooul_faults_still_give_correct_events_and_nothing_unverified(world: World) -> None:
     """With latency, HTTP 500s, code 601 and bad response signatures, every paid trade still
@@ -380,3 +389,40 @@ async def test_notify_for_a_trade_the_query_api_does_not_know_is_given_up(world:
     )
     await rig.settle()
     assert rig.events_of(trade_id) == []
+
+
+async def test_a_notify_of_another_merchant_first_does_not_keep_the_real_ones_payment_out(
+    world: World,
+) -> None:
+    """A trade this service did not order is first named by a notify signed with another
+    configured merchant's key (a leaked key, say): querying as that merchant finds nothing
+    (301) and the trade waits as that merchant's. The real merchant's paid notify must be
+    queried as the real merchant — else its payment is never published."""
+    rig = world.rig
+    order = await rig.create_order(merchant_id=OTHER_MERCHANT_ID, signal=False)
+    claimed = NotifySignal(
+        trade_id=order.trade_id,
+        merchant_id=MERCHANT_ID,
+        received_at=datetime.now(UTC),
+        body=orjson.dumps(
+            {"code": 0, "data": {"trade_id": order.trade_id, "trade_state": 0}}
+        ).decode(),
+    )
+    not_found = sample(world.metrics, "pooul_trades_query_errors_total", error="OrderNotFound")
+    await rig.producer.send_and_wait(
+        world.settings.pooul_topic_trade_signals,
+        claimed.model_dump_json().encode(),
+        key=order.trade_id.encode(),
+    )
+    await wait_until(
+        lambda: (
+            sample(world.metrics, "pooul_trades_query_errors_total", error="OrderNotFound")
+            > not_found
+        ),
+        what="the claim queried as the wrong merchant (301)",
+    )
+    await rig.pay(order.trade_id)
+    await wait_until(lambda: len(rig.events_of(order.trade_id)) == 1, what="the paid event")
+    [event] = rig.events_of(order.trade_id)
+    assert event.type == "com.pooul.payment.succeeded"
+    assert event.data.merchant_id == OTHER_MERCHANT_ID

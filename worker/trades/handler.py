@@ -60,6 +60,7 @@ from worker.trades.state import (
     apply_resolve,
     classify_notify,
     new_notify_record,
+    queried_as,
     recheck_refusal,
     reopen,
 )
@@ -134,10 +135,12 @@ class TradesHandler:
             signal = parse_trade_signal(record.value)
         except ValidationError as exc:
             raise Permanent("invalid_signal", str(exc)[:1000]) from None
-        if record.key is not None and record.key != signal.trade_id.encode():
+        # The key is the trade's state: a keyless record would share one entry with every
+        # other keyless signal (the runtime files them under b""), mixing unrelated trades.
+        if record.key is None or record.key != signal.trade_id.encode():
+            shown = "no key" if record.key is None else f"record key {record.key!r:.80}"
             raise Permanent(
-                "invalid_signal",
-                f"record key {record.key!r:.80} is not the signal's trade_id {signal.trade_id!r}",
+                "invalid_signal", f"{shown} is not the signal's trade_id {signal.trade_id!r}"
             )
         if ctx.attempt == 1:
             self._metrics.signals.labels(kind=signal.kind).inc()
@@ -199,13 +202,18 @@ class TradesHandler:
             await self._write(ctx, stored)
             return
         now = self._clock()
-        record = stored or new_notify_record(
-            trade_id=signal.trade_id,
-            merchant_id=signal.merchant_id,
-            mch_trade_id=claims.mch_trade_id,
-            now=now,
-            policy=self._policy,
-        )
+        if stored is None:
+            record = new_notify_record(
+                trade_id=signal.trade_id,
+                merchant_id=signal.merchant_id,
+                mch_trade_id=claims.mch_trade_id,
+                now=now,
+                policy=self._policy,
+            )
+        else:
+            record = queried_as(
+                stored, merchant_id=signal.merchant_id, mch_trade_id=claims.mch_trade_id, now=now
+            )
         answer = await self._query_or_reschedule(record, ctx, timer=False, advance=False)
         if answer is None:
             return
@@ -370,11 +378,13 @@ class TradesHandler:
 
     async def _ensure_scheduled(self, record: TradeRecord, ctx: KeyContext) -> None:
         """Make sure the stored trade will be looked at again (a first notify stored nothing);
-        confirmed, flagged and abandoned trades stay as they are."""
+        confirmed, flagged and abandoned trades stay as they are. A pending trade counts as
+        scheduled only while its timer is really set: the runtime clears a timer whose retries
+        ran out, and the stored `next_check_at` would then promise a check that never comes."""
         if ctx.state is not None:
             if record.phase in (Phase.CONFIRMED, Phase.FLAGGED, Phase.RESOLVED, Phase.ABANDONED):
                 return
-            if record.phase is Phase.PENDING and record.next_check_at is not None:
+            if record.phase is Phase.PENDING and ctx.wake_at is not None:
                 return
         await self._reschedule(record, ctx, advance=False)
 

@@ -41,8 +41,10 @@ __all__ = [
     "classify_notify",
     "identity_mismatch",
     "new_notify_record",
+    "queried_as",
     "recheck_refusal",
     "reopen",
+    "unvouched",
 ]
 
 _STATE_VERSION: Final = 1
@@ -420,12 +422,7 @@ def apply_order_created(
         updated_at=now,
     )
     problem: tuple[str, str] | None = None
-    if (
-        not record.owned
-        and record.state is None
-        and record.published is None
-        and record.phase in (Phase.PENDING, Phase.ABANDONED)
-    ):
+    if unvouched(record):
         merged = replace(merged, merchant_id=signal.merchant_id)
     elif signal.merchant_id != record.merchant_id:
         problem = (
@@ -461,6 +458,30 @@ def apply_order_created(
             wake = min(wake, record.next_check_at)
         return Decision("update", replace(merged, phase=Phase.PENDING, next_check_at=wake))
     return Decision("update", merged)
+
+
+def unvouched(record: TradeRecord) -> bool:
+    """Nothing but notifies named this trade's merchant: no order-created signal, no verified
+    answer, nothing published. A notify signed by another configured merchant's key may have
+    named it first; the query answers only the trade's own merchant, so such a record must
+    take the merchant the next order or notify names, or the real one's payment is never
+    confirmed."""
+    return (
+        not record.owned
+        and record.state is None
+        and record.published is None
+        and record.phase in (Phase.PENDING, Phase.ABANDONED)
+    )
+
+
+def queried_as(
+    record: TradeRecord, *, merchant_id: str, mch_trade_id: str | None, now: float
+) -> TradeRecord:
+    """The record a notify signed by `merchant_id` queries as: an unvouched record takes that
+    merchant (and its `mch_trade_id`); any other stays as it is."""
+    if record.merchant_id == merchant_id or not unvouched(record):
+        return record
+    return replace(record, merchant_id=merchant_id, mch_trade_id=mch_trade_id, updated_at=now)
 
 
 def action_stamp(signal: OperatorSignal) -> str:
