@@ -213,7 +213,7 @@ def parse_platform_time(value: str | int | None) -> datetime | None:
     if value is None or value == "":
         return None
     text = str(value).strip()
-    if text.isdigit() and len(text) == 10:
+    if text.isascii() and text.isdigit() and len(text) == 10:
         return datetime.fromtimestamp(int(text), UTC)
     for fmt in ("%Y%m%d%H%M%S", "%Y-%m-%d %H:%M:%S"):
         try:

@@ -146,7 +146,8 @@ async def test_invalid_values_get_103_naming_the_field(sandbox, http):
     """Bad amounts, over-long ids and notify URLs that are relative, unparseable or could never
     be called are refused with 103 naming the field (never a raw HTTP 500)."""
     cases: dict[str, list[Any]] = {
-        "total_fee": [0, -5, 1.5, "12.00", True],
+        # Unicode digits: "²" (str.isdigit, but not int) and full-width "１２" (int takes it).
+        "total_fee": [0, -5, 1.5, "12.00", True, "²", "１２"],
         "mch_trade_id": ["x" * 33],
         "notify_url": [
             "/pooul/notify",
@@ -156,7 +157,7 @@ async def test_invalid_values_get_103_naming_the_field(sandbox, http):
             "http://example.com:99999/n",  # no such port
             "http://" + "h" * 64 + ".example/n",  # a host label longer than 63
         ],
-        "time_expire": ["tomorrow", 123],
+        "time_expire": ["tomorrow", 123, "²" * 10, "١٧٠٠٠٠٠٠٠٠"],
         "nonce_str": ["n" * 33],
     }
     for name, values in cases.items():
@@ -231,6 +232,9 @@ async def test_query_trade_id_wins_over_mch_trade_id(sandbox, http):
     assert response["data"]["trade_id"] == first["trade_id"]
     unknown = await _query(http, sandbox, trade_id="1" * 24, mch_trade_id=second["mch_trade_id"])
     assert unknown["code"] == 301
+    # With a trade_id the mch_trade_id is not looked at, not even its length.
+    response = await _query(http, sandbox, trade_id=first["trade_id"], mch_trade_id="x" * 40)
+    assert response["code"] == 0 and response["data"]["trade_id"] == first["trade_id"]
 
 
 async def test_query_unknown_or_foreign_order_gets_301_and_no_id_gets_103(sandbox, http):
@@ -351,3 +355,29 @@ async def test_past_max_orders_the_oldest_order_is_forgotten(make_sandbox, http)
         assert response["code"] == 0 and response["data"]["trade_id"] == kept["trade_id"]
     _, stats = await control(http, sandbox.url, "GET", "/sandbox/stats")
     assert (stats["orders"], stats["orders_evicted"], stats["max_orders"]) == (2, 1, 2)
+    # Its mch_trade_id stays taken: a second order under it is the double payment.
+    again = pay_fields(MERCHANT_ID, first["mch_trade_id"])
+    reused = await call(http, sandbox.url, PAY, again, MERCHANT_KEY)
+    assert reused["code"] == 107, reused
+
+
+async def test_a_host_header_that_cannot_be_parsed_still_gets_an_order(sandbox, http):
+    """`Host: h:99999` (no such port) is the caller's mistake, not a reason for HTTP 500: the
+    order is created and its pay_url names the address the call came in on."""
+    fields = signed(pay_fields(MERCHANT_ID, _mch()), MERCHANT_KEY)
+    async with http.post(sandbox.url + PAY, json=fields, headers={"Host": "h:99999"}) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json(content_type=None)
+    assert body["code"] == 0, body
+    assert body["data"]["pay_url"].startswith("http://127.0.0.1:")
+
+
+async def test_a_structure_nested_too_deep_to_sign_gets_101(sandbox, http):
+    """A field nested past what the signing string renders (255 levels) cannot have been
+    signed: code 101, never HTTP 500."""
+    fields = {**pay_fields(MERCHANT_ID, _mch()), "sign": "00", "junk": "NESTED"}
+    raw = orjson.dumps(fields).replace(b'"NESTED"', b"[" * 300 + b"]" * 300)
+    async with http.post(sandbox.url + PAY, data=raw) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json(content_type=None)
+    assert body["code"] == 101, body

@@ -121,16 +121,69 @@ def test_the_retry_schedule_is_the_protocols() -> None:
     assert DELIVERIES == len(PROTOCOL_INTERVALS) + 1 == 10
 
 
-async def test_success_is_case_insensitive_and_trimmed(sandbox, notify_receiver, http):
-    """An answer of `  SUCCESS\\n` acknowledges the notify; `success!` or HTTP answers without it
-    do not."""
-    notify_receiver.answer = "  SUCCESS\n"
+async def test_success_is_the_plain_word_in_any_case_with_http_200(sandbox, notify_receiver, http):
+    """`SUCCESS` acknowledges the notify; `  success\\n` (not the plain string), `success!` and
+    `success` with HTTP 500 do not: the platform counts anything else as a failure, and what
+    passes the sandbox must pass there."""
+    notify_receiver.answer = "SUCCESS"
     notify_receiver.fail_first = 2
-    notify_receiver.fail_answer = "success!"
+    notify_receiver.fail_answer = "  success\n"
     created = await _order(http, sandbox, notify_receiver.url)
     await control(http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
     order = await _settled(http, sandbox, created["trade_id"])
     assert [a["outcome"] for a in order["notify_attempts"]] == ["rejected", "rejected", "success"]
+
+    notify_receiver.fail_first = 0
+    notify_receiver.answer = "success"
+    notify_receiver.status = 500
+    received = len(notify_receiver.received)
+    created = await _order(http, sandbox, notify_receiver.url)
+    await control(http, sandbox.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+    await notify_receiver.wait_for(received + 1)
+    notify_receiver.status = 200
+    order = await _settled(http, sandbox, created["trade_id"])
+    attempts = order["notify_attempts"]
+    assert [(a["outcome"], a["http_status"]) for a in attempts] == [
+        ("rejected", 500),
+        ("success", 200),
+    ]
+
+
+async def test_a_redirect_is_not_followed_nor_success(make_sandbox, http):
+    """A `notify_url` answering 302 (to a page that says `success`) is a failed delivery: the
+    platform posts to the URL given, it does not follow a redirect with the body."""
+    from aiohttp import web
+
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "/ok"})
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="success")
+
+    app = web.Application()
+    app.router.add_post("/notify", moved)
+    app.router.add_route("*", "/ok", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        server = await make_sandbox()
+        created = await _order(http, server, f"http://127.0.0.1:{port}/notify")
+        await control(http, server.url, "POST", f"/sandbox/orders/{created['trade_id']}/pay")
+        async with asyncio.timeout(10):
+            while True:
+                _, order = await control(
+                    http, server.url, "GET", f"/sandbox/orders/{created['trade_id']}"
+                )
+                if order["notify_attempts"]:
+                    break
+                await asyncio.sleep(0.01)
+        first = order["notify_attempts"][0]
+        assert (first["outcome"], first["http_status"]) == ("rejected", 302)
+    finally:
+        await runner.cleanup()
 
 
 async def test_slow_answer_counts_as_failure(make_sandbox, notify_receiver, http):

@@ -41,6 +41,22 @@ def test_past_the_limit_the_oldest_orders_are_forgotten_whole() -> None:
     assert "T0" not in store and "T1" not in store
     assert store.by_mch_trade_id("888100000001", "M0") is None  # the index forgets it too
     assert [o.trade_id for o in store.find()] == ["T2", "T3", "T4"]
+    # ...but not that its mch_trade_id was used: never twice, as on the platform.
+    assert store.mch_trade_id_used("888100000001", "M0")
+    with pytest.raises(KeyError, match="M0"):
+        store.add(_order(9, mch_trade_id="M0"))
+    assert not store.mch_trade_id_used("888100000001", "M99")
+
+
+def test_forgotten_mch_trade_ids_are_bounded_too() -> None:
+    """Ten forgotten ids are remembered per order kept; past that the oldest go."""
+    store = OrderStore(max_orders=1)
+    for n in range(13):
+        store.add(_order(n))
+    assert store.evicted == 12
+    assert not store.mch_trade_id_used("888100000001", "M0")
+    assert not store.mch_trade_id_used("888100000001", "M1")
+    assert all(store.mch_trade_id_used("888100000001", f"M{n}") for n in range(2, 13))
 
 
 def test_without_a_limit_nothing_is_forgotten() -> None:

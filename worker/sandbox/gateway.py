@@ -143,7 +143,7 @@ async def _serve(
             raise GatewayError(ResultCode.JSON_PARSE_ERROR, "request body is not a JSON object")
         merchant_id = _authenticate(sandbox, fields)
         _forced_code(sandbox, config, endpoint)
-        base_url = sandbox.public_url or str(request.url.origin())
+        base_url = sandbox.public_url or _origin(request)
         answer = operation(sandbox, fields, merchant_id, config, base_url)
     except GatewayError as exc:
         sandbox.count(endpoint, int(exc.code))
@@ -165,6 +165,17 @@ async def _serve(
             "sign": sandbox.sign_data(merchant_id, answer.data, wrong=wrong),
         }
     )
+
+
+def _origin(request: web.Request) -> str:
+    """The address the call came in on, for `pay_url`: from the Host header, or — when that
+    cannot be parsed (`Host: h:99999`) — the socket's own address."""
+    try:
+        return str(request.url.origin())
+    except ValueError:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        host, port = sockname[:2] if sockname else ("127.0.0.1", 80)
+        return f"http://{host}:{port}"
 
 
 def _authenticate(sandbox: Sandbox, fields: Mapping[str, Any]) -> str:
@@ -224,15 +235,21 @@ def _unix_seconds(fields: Mapping[str, Any], name: str) -> int | None:
     if value is None or value == "":
         return None
     text = str(value)
-    if isinstance(value, bool) or not text.isdigit() or len(text) != 10:
+    if isinstance(value, bool) or not _ascii_digits(text) or len(text) != 10:
         raise _invalid(name, "Unix seconds (10 digits) expected")
     return int(text)
+
+
+def _ascii_digits(text: str) -> bool:
+    """0-9 only: `str.isdigit` also takes `²` (which `int` refuses) and full-width or
+    Arabic-Indic digits (which it takes, and the platform would not)."""
+    return text.isascii() and text.isdigit()
 
 
 def _positive_fen(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         amount = value
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and _ascii_digits(value):
         amount = int(value)
     else:
         raise _invalid("total_fee", f"an integer amount in fen is required, got {value!r}")
@@ -302,7 +319,7 @@ def _pay(
     base_url: str,
 ) -> _Answer:
     request = validate_pay(fields)
-    if sandbox.store.by_mch_trade_id(merchant_id, request.mch_trade_id) is not None:
+    if sandbox.store.mch_trade_id_used(merchant_id, request.mch_trade_id):
         raise GatewayError(
             ResultCode.DUPLICATE_ORDER,
             f"duplicate mch_trade_id: {request.mch_trade_id} was already used by this merchant",
@@ -330,12 +347,12 @@ def _pay(
 def _lookup(sandbox: Sandbox, fields: Mapping[str, Any], merchant_id: str) -> Order:
     """The merchant's order by `trade_id` (wins) or `mch_trade_id`, else 103/301."""
     trade_id = _text(fields, "trade_id")
-    mch_trade_id = _text(fields, "mch_trade_id", max_length=32)
     if trade_id is not None:
         order = sandbox.store.get(trade_id)
         if order is None or order.merchant_id != merchant_id:
             raise GatewayError(ResultCode.ORDER_NOT_FOUND, f"order not found: trade_id {trade_id}")
         return order
+    mch_trade_id = _text(fields, "mch_trade_id", max_length=32)
     if mch_trade_id is not None:
         found = sandbox.store.by_mch_trade_id(merchant_id, mch_trade_id)
         if found is None:

@@ -30,11 +30,14 @@ log = logging.getLogger(__name__)
 RETRY_INTERVALS: tuple[float, ...] = (15, 15, 30, 180, 1800, 1800, 1800, 1800, 3600)
 DELIVERIES = len(RETRY_INTERVALS) + 1
 _BODY_EXCERPT = 200
+_CONNECTIONS = 256
 
 
-def is_success_answer(body: str) -> bool:
-    """The platform's acknowledgement rule: the plain string `success`, any case."""
-    return body.strip().lower() == "success"
+def is_success_answer(status: int, body: str) -> bool:
+    """The platform's acknowledgement rule: the plain string `success`, any case; anything
+    else counts as failure — so no surrounding whitespace, and HTTP 200 (stricter than the
+    platform may be, never looser: what passes here passes there)."""
+    return status == 200 and body.lower() == "success"
 
 
 class Notifier:
@@ -61,6 +64,9 @@ class Notifier:
         self._faults = faults
         self._time_scale = time_scale
         self._timeout = aiohttp.ClientTimeout(total=answer_timeout)
+        # Deliveries at once; a delivery's deadline starts once it has its connection, so a
+        # burst queueing here is not taken for a slow merchant.
+        self._slots = asyncio.Semaphore(_CONNECTIONS)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[str] = Counter()
@@ -74,7 +80,7 @@ class Notifier:
         if self._session is not None:
             raise RuntimeError("notifier already started")
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256),
+            connector=aiohttp.TCPConnector(limit=0),  # `_slots` bounds the connections
             headers={"User-Agent": "pooul-sandbox-notifier"},
         )
 
@@ -156,15 +162,19 @@ class Notifier:
         error: str | None = None
         outcome: Outcome
         try:
-            async with self._session.post(
-                url,
-                data=body,
-                headers={"Content-Type": "application/json; charset=utf-8"},
-                timeout=self._timeout,
-            ) as response:
+            async with (
+                self._slots,
+                self._session.post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json; charset=utf-8"},
+                    timeout=self._timeout,
+                    allow_redirects=False,  # a redirect is not `success`
+                ) as response,
+            ):
                 status = response.status
                 answer = (await response.read()).decode("utf-8", errors="replace")
-            outcome = "success" if is_success_answer(answer) else "rejected"
+            outcome = "success" if is_success_answer(status, answer) else "rejected"
         except TimeoutError:
             outcome, error = "timeout", "no answer within the deadline"
         except aiohttp.ClientError as exc:

@@ -159,12 +159,19 @@ class Order:
         }
 
 
+# Forgotten orders whose mch_trade_id is still refused, per order kept.
+_RETIRED_PER_ORDER = 10
+
+
 class OrderStore:
     """Orders by `trade_id`, with the `(merchant_id, mch_trade_id)` uniqueness the platform enforces.
 
     At most `max_orders` are kept: a sandbox left running (or load-tested) must not grow until
-    it runs out of memory, so past the limit the oldest orders are forgotten, as if they had
-    never been made. `evicted` counts them.
+    it runs out of memory, so past the limit the oldest orders are forgotten (a query answers
+    301). Their `mch_trade_id` stays taken — the platform never lets one be reused, and a
+    second order under it is the double payment its docs warn of — for the last
+    `_RETIRED_PER_ORDER` × `max_orders` forgotten orders (a few dozen bytes each). `evicted`
+    counts them.
     """
 
     def __init__(self, *, max_orders: int | None = None) -> None:
@@ -174,6 +181,7 @@ class OrderStore:
         self.evicted = 0
         self._orders: dict[str, Order] = {}
         self._by_mch: dict[tuple[str, str], str] = {}
+        self._retired: dict[tuple[str, str], None] = {}  # mch_trade_ids of forgotten orders
 
     def __len__(self) -> int:
         return len(self._orders)
@@ -183,7 +191,7 @@ class OrderStore:
 
     def add(self, order: Order) -> None:
         key = (order.merchant_id, order.mch_trade_id)
-        if key in self._by_mch:
+        if self.mch_trade_id_used(order.merchant_id, order.mch_trade_id):
             raise KeyError(f"mch_trade_id {order.mch_trade_id!r} already used")
         self._orders[order.trade_id] = order
         self._by_mch[key] = order.trade_id
@@ -191,9 +199,21 @@ class OrderStore:
             self._forget(next(iter(self._orders.values())))  # dicts keep insertion order
 
     def _forget(self, order: Order) -> None:
+        key = (order.merchant_id, order.mch_trade_id)
         del self._orders[order.trade_id]
-        del self._by_mch[(order.merchant_id, order.mch_trade_id)]
+        del self._by_mch[key]
+        self._retired[key] = None
+        if (
+            self.max_orders is not None
+            and len(self._retired) > _RETIRED_PER_ORDER * self.max_orders
+        ):
+            del self._retired[next(iter(self._retired))]
         self.evicted += 1
+
+    def mch_trade_id_used(self, merchant_id: str, mch_trade_id: str) -> bool:
+        """Whether the merchant already used this `mch_trade_id` (forgotten orders included)."""
+        key = (merchant_id, mch_trade_id)
+        return key in self._by_mch or key in self._retired
 
     def get(self, trade_id: str) -> Order | None:
         return self._orders.get(trade_id)
