@@ -239,3 +239,23 @@ async def test_an_order_created_before_its_expiry_is_the_answer_after_it(make_ri
     pay_calls = await rig.pay_calls()
     assert pay_calls.get("timeout_after_create") == 1 and "0" not in pay_calls
     assert (await rig.query_calls()).get("301") == 1
+
+
+async def test_a_refused_query_after_107_answers_a_retryable_failure(make_rig):
+    """The first pay call created the order but timed out; the retry got 107, and the query
+    that should recover the order was refused (201). The order exists, so the `failed` answer
+    says retryable (with the same mch_trade_id), unlike a refusal of the order itself."""
+    rig = await make_rig(pooul_request_timeout=1.0)
+    await rig.faults(
+        create_then_timeout_rate=1.0,
+        hang_seconds=2.0,
+        force_code=201,
+        force_code_endpoints=["query"],
+    )
+    async with running_orders(rig.settings):
+        await rig.send(order_request())
+        [(_, result)] = await rig.results(1)
+    assert isinstance(result, OrderFailed)
+    assert (result.reason, result.code, result.retryable) == ("platform_refused", 201, True)
+    assert "exists (code 107)" in result.msg
+    assert (await rig.pay_calls()) == {"timeout_after_create": 1, "107": 1}

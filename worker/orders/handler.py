@@ -268,7 +268,9 @@ class OrdersHandler:
                     request, requested_at=requested_at, why="order recovered after duplicate"
                 )
             except PooulError as exc:
-                raise self._steer(exc, request, ctx, requested_at=requested_at) from None
+                raise self._steer(
+                    exc, request, ctx, requested_at=requested_at, order_exists=True
+                ) from None
             return order, "recovered"
         except PooulError as exc:
             raise self._steer(exc, request, ctx, requested_at=requested_at) from None
@@ -335,8 +337,12 @@ class OrdersHandler:
         ctx: KeyContext,
         *,
         requested_at: float | None,
+        order_exists: bool = False,
     ) -> Exception:
-        """What a failed platform call turns into: retry, circuit breaker, or a `failed` answer."""
+        """What a failed platform call turns into: retry, circuit breaker, or a `failed` answer.
+
+        `order_exists`: the platform said 107, so a refusal of the query that follows is not the
+        last word on the order — the `failed` answer is retryable (with the same mch_trade_id)."""
         extra = {
             "merchant_id": request.merchant_id,
             "mch_trade_id": request.mch_trade_id,
@@ -384,13 +390,16 @@ class OrdersHandler:
             )
         if isinstance(exc, PlatformError):
             log.info("platform refused the order", extra={**extra, "code": exc.code})
+            msg = exc.msg or str(exc)
+            if order_exists:
+                msg = f"the order exists (code 107) but its query was refused: {msg}"
             return _Failed(
                 failed_result(
                     request,
                     reason="platform_refused",
                     code=exc.code,
-                    msg=exc.msg or str(exc),
-                    retryable=False,
+                    msg=msg,
+                    retryable=order_exists,
                     requested_at=requested_at,
                     now=self._clock(),
                 )
