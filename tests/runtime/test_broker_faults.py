@@ -35,6 +35,7 @@ from tests.runtime.helpers import (
 )
 from worker.kafka import make_producer
 from worker.runtime import (
+    Handler,
     KeyContext,
     Permanent,
     Record,
@@ -86,13 +87,24 @@ class Forwarder(NoTimers):
 
 
 @contextlib.asynccontextmanager
-async def _impatient_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    """A worker's producer that gives up on a write after 1 s instead of 40, so a write the
-    proxy keeps cutting fails within the test as it would after the default timeout."""
+async def _impatient_processor(
+    settings: Settings, handler: Handler, group: str
+) -> AsyncIterator[StreamProcessor]:
+    """A processor on the order-requests topic whose producer gives up on a write after 1 s
+    instead of 40, so a write the proxy keeps cutting fails within the test as it would after
+    the default timeout."""
     producer: AIOKafkaProducer = make_producer(settings, linger_ms=0, request_timeout_ms=1000)
     await producer.start()
     try:
-        yield producer
+        async with StreamProcessor(
+            settings=settings,
+            topic=settings.pooul_topic_order_requests,
+            group_id=gid(settings, group),
+            handler=handler,
+            name="w",
+            producer=producer,
+        ) as processor:
+            yield processor
     finally:
         await producer.stop()
 
@@ -156,17 +168,7 @@ async def test_a_dead_letter_that_cannot_be_written_holds_the_partition_until_it
     kafka_faults.cut(PRODUCE, naming=dead_letters)
 
     handler = Recorder()
-    async with (
-        _impatient_producer(settings) as producer,
-        StreamProcessor(
-            settings=settings,
-            topic=topic,
-            group_id=gid(settings, "dl-fault"),
-            handler=handler,
-            name="w",
-            producer=producer,
-        ) as processor,
-    ):
+    async with _impatient_processor(settings, handler, "dl-fault") as processor:
         await wait_until(lambda: handler.handled == [(b"good", after[0][1])], what="handled")
         await wait_until(
             lambda: "dead letter not written yet; retrying" in caplog.messages,
@@ -208,17 +210,7 @@ async def test_outputs_that_cannot_be_written_are_an_outage_not_a_reason_to_dead
     else:
         kafka_faults.cut(PRODUCE, naming=out)
     handler = Forwarder(out)
-    async with (
-        _impatient_producer(settings) as producer,
-        StreamProcessor(
-            settings=settings,
-            topic=topic,
-            group_id=gid(settings, "out-fault"),
-            handler=handler,
-            name="w",
-            producer=producer,
-        ) as processor,
-    ):
+    async with _impatient_processor(settings, handler, "out-fault") as processor:
         await wait_until(
             lambda: _sample(processor, "pooul_runtime_circuit_opened_total") >= 2,
             what="the breaker opened twice",
