@@ -114,12 +114,12 @@ def test_cli_reports_bad_settings_with_exit_code_2():
     assert "POOUL_TOPIC_PARTITIONS" in result.stderr
 
 
-def test_notify_url_is_kept_as_given():
-    """A trailing slash is part of the merchant's route: POOUL_NOTIFY_URL is not rewritten
-    (the gateway's base URL is, so paths join cleanly)."""
+def test_notify_url_and_base_url_lose_a_trailing_slash():
+    """POOUL_NOTIFY_URL names the ingress's `/pooul/notify` (a trailing slash, dropped as
+    always, would get 404 there); the base URL's paths join cleanly."""
     settings = Settings(
         pooul_notify_url="https://shop.example.com/pooul/notify/",
         pooul_base_url="http://gateway.example/",
     )
-    assert settings.pooul_notify_url == "https://shop.example.com/pooul/notify/"
+    assert settings.pooul_notify_url == "https://shop.example.com/pooul/notify"
     assert settings.pooul_base_url == "http://gateway.example"

@@ -289,12 +289,15 @@ class Settings(BaseSettings):
     @classmethod
     def _notify_url(cls, value: str | None) -> str | None:
         """What the platform accepts as `notify_url` (an order request's own is held to the same
-        rule): checked here, or every order relying on it would fail at the platform call."""
-        if value is not None and not _NOTIFY_URL.fullmatch(value):
+        rule): checked here, or every order relying on it would fail at the platform call. A
+        trailing slash is dropped, as always: the ingress serves `/pooul/notify`."""
+        if value is None:
+            return None
+        if not _NOTIFY_URL.fullmatch(value):
             raise ValueError("must be an absolute http(s) URL with a host and no spaces")
-        if value is not None and len(value) > 255:
+        if len(value) > 255:
             raise ValueError("at most 255 characters (the platform's limit)")
-        return value
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _load_merchant_keys(self) -> Settings:

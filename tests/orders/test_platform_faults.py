@@ -87,8 +87,9 @@ async def test_a_request_refused_on_the_way_fails_after_its_attempts_instead_of_
 ):
     """HTTP 403 on every call (a proxy or firewall refusing this request): POOUL_MAX_ATTEMPTS
     counted calls, then `failed` (retries_exhausted, retryable). Waited out behind the breaker
-    like an outage, the request would never be answered and its partition's commits stop."""
-    rig = await make_rig(pooul_max_attempts=3)
+    like an outage, the request would never be answered and its partition's commits stop. Each
+    refusal is still a breaker failure: refused everything, the breaker opens (and alerts)."""
+    rig = await make_rig(pooul_max_attempts=3, pooul_circuit_failure_threshold=2)
     await rig.faults(error_500_rate=1.0, error_500_status=403)
     async with running_orders(rig.settings) as registry:
         await rig.send(order_request())
@@ -98,6 +99,7 @@ async def test_a_request_refused_on_the_way_fails_after_its_attempts_instead_of_
     assert "gave up after 3 counted attempts" in result.msg and "HTTP 403" in result.msg
     assert await rig.pay_calls() == {"http_403": 3}
     assert metric(registry, "pooul_orders_retries_total", reason="http_refused") == 2
+    assert metric(registry, "pooul_runtime_circuit_opened_total", worker="orders") == 1
     assert await rig.reader(rig.settings.pooul_topic_dead_letters).settle(0.2) == []
 
 

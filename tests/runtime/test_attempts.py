@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.runtime.attempts import judge
-from worker.runtime.errors import Permanent, RemoteUnavailable, Retry
+from worker.runtime.errors import Permanent, RemoteRefused, RemoteUnavailable, Retry
 
 
 def test_success_is_ok_and_tells_the_breaker_the_remote_works() -> None:
@@ -44,3 +44,12 @@ def test_unexpected_exceptions_are_errors_neutral_to_the_breaker() -> None:
     assert (retry.kind, retry.breaker, retry.retry_kind) == ("retry", "neutral", "error")
     dead = judge(KeyError("x"), counted_failures=1, max_attempts=2)
     assert (dead.kind, dead.reason) == ("dead", "error") and "KeyError" in dead.detail
+
+
+def test_remote_refused_is_counted_and_a_breaker_failure() -> None:
+    """A refusal uses up attempts like Retry (one record's content may be what is refused)
+    and tells the breaker of a failure (a refusal of every call is an outage for us)."""
+    retry = judge(RemoteRefused("http_refused"), counted_failures=0, max_attempts=3)
+    assert (retry.kind, retry.breaker, retry.counted) == ("retry", "failure", True)
+    dead = judge(RemoteRefused("http_refused"), counted_failures=2, max_attempts=3)
+    assert (dead.kind, dead.breaker, dead.outcome) == ("dead", "failure", "retries_exhausted")

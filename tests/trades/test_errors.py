@@ -16,11 +16,12 @@ from worker.pooul.errors import (
     PermanentPlatformError,
     PooulError,
     PooulTimeout,
+    RequestRefused,
     ResponseSignatureError,
     RetryablePlatformError,
     TransportError,
 )
-from worker.runtime import Permanent, RemoteUnavailable, Retry
+from worker.runtime import Permanent, RemoteRefused, RemoteUnavailable, Retry
 from worker.settings import Settings
 from worker.trades.handler import TradesHandler, _runtime_error
 from worker.trades.metrics import TradesMetrics
@@ -36,6 +37,7 @@ from worker.trades.metrics import TradesMetrics
         (MalformedResponse("trade_state 8"), Permanent, "unreadable_answer"),
         (PermanentPlatformError(202, "pay_type"), Permanent, "pooul_code_202"),
         (MerchantKeyMissing("no key"), Permanent, "merchant_key_missing"),
+        (RequestRefused("HTTP 403", status=403), RemoteRefused, None),
     ],
 )
 def test_query_errors_map_to_flow_control(
@@ -48,6 +50,13 @@ def test_query_errors_map_to_flow_control(
     if reason is not None:
         assert isinstance(mapped, Permanent)
         assert mapped.reason == reason
+
+
+def test_a_refusal_from_a_timer_is_an_outage() -> None:
+    """From a timer an HTTP 4xx waits behind the breaker like an outage: counted retries would
+    exhaust and drop the timer."""
+    mapped = _runtime_error(RequestRefused("HTTP 403", status=403), timer=True)
+    assert type(mapped) is RemoteUnavailable
 
 
 def test_an_unreadable_entry_is_dead_lettered_not_treated_as_absent() -> None:

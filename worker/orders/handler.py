@@ -75,6 +75,7 @@ from worker.runtime import (
     KeyContext,
     Permanent,
     Record,
+    RemoteRefused,
     RemoteUnavailable,
     Retry,
     is_last_attempt,
@@ -250,7 +251,13 @@ class OrdersHandler:
     ) -> tuple[StoredOrder, str]:
         """The platform order for `request`: created now (or by an earlier attempt of this
         process whose writes failed), or recovered after a 107."""
-        unsaved = self._unsaved.get((request.merchant_id, request.mch_trade_id))
+        key = (request.merchant_id, request.mch_trade_id)
+        unsaved = self._unsaved.get(key)
+        if unsaved is not None and unsaved.expires_at <= self._clock():
+            # Its pay_url may be dead by now: the platform decides (pay → 107 → query), as for
+            # a repeat past its expiry.
+            del self._unsaved[key]
+            unsaved = None
         if unsaved is not None:
             conflict = check_repeat(unsaved, request)
             if conflict is not None:
@@ -375,7 +382,10 @@ class OrdersHandler:
             if not is_last_attempt(ctx.counted_failures, self._max_attempts):
                 self._metrics.retries.labels(reason=reason).inc()
                 log.warning("order attempt failed, will retry", extra={**extra, "reason": reason})
-                return Retry(f"{reason}: {exc}")
+                # A refusal also tells the breaker: refused everything, the platform is as good
+                # as down for us (an allowlist, a WAF).
+                retry = RemoteRefused if isinstance(exc, RequestRefused) else Retry
+                return retry(f"{reason}: {exc}")
             log.warning("order retries exhausted", extra={**extra, "reason": reason})
             return _Failed(
                 failed_result(

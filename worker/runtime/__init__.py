@@ -8,7 +8,14 @@ remote outages and honest health. See docs/runtime.md.
 from worker.runtime.attempts import is_last_attempt
 from worker.runtime.breaker import CircuitBreaker, CircuitState
 from worker.runtime.context import Handler, KeyContext
-from worker.runtime.errors import Permanent, RemoteUnavailable, Retry, StreamError, UsageError
+from worker.runtime.errors import (
+    Permanent,
+    RemoteRefused,
+    RemoteUnavailable,
+    Retry,
+    StreamError,
+    UsageError,
+)
 from worker.runtime.health import HealthServer, run_worker
 from worker.runtime.processor import StreamProcessor
 from worker.runtime.record import Record
@@ -22,6 +29,7 @@ __all__ = [
     "KeyContext",
     "Permanent",
     "Record",
+    "RemoteRefused",
     "RemoteUnavailable",
     "Retry",
     "StateEntry",

@@ -8,6 +8,7 @@
 - RemoteUnavailable → retry, not counted against the attempts, breaker failure
 - Permanent → dead (outcome permanent), breaker success (the remote answered)
 - Retry → retry (counted); dead with outcome retries_exhausted once the attempts are used up
+- RemoteRefused → like Retry, but a breaker failure (the remote refused the call)
 - any other exception → like Retry with reason "error"; neutral for the breaker (a bug says
   nothing about the remote)
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.runtime.errors import Permanent, RemoteUnavailable, Retry
+from worker.runtime.errors import Permanent, RemoteRefused, RemoteUnavailable, Retry
 
 __all__ = ["Verdict", "is_last_attempt", "judge"]
 
@@ -62,7 +63,9 @@ def judge(error: BaseException | None, *, counted_failures: int, max_attempts: i
         return Verdict("dead", "success", reason=error.reason, detail=error.detail)
     if isinstance(error, Retry):
         reason, detail, delay = error.reason, str(error), error.delay
-        breaker: Literal["success", "neutral"] = "success"
+        breaker: Literal["success", "failure", "neutral"] = (
+            "failure" if isinstance(error, RemoteRefused) else "success"
+        )
         retry_kind: Literal["retry", "error"] = "retry"
     else:
         reason, detail, delay = "error", f"{type(error).__name__}: {error}", None

@@ -175,7 +175,7 @@ def _origin(request: web.Request) -> str:
     except ValueError:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         host, port = sockname[:2] if sockname else ("127.0.0.1", 80)
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _authenticate(sandbox: Sandbox, fields: Mapping[str, Any]) -> str:

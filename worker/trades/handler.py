@@ -42,9 +42,17 @@ from worker.pooul.errors import (
     OrderNotFound,
     PlatformError,
     PooulError,
+    RequestRefused,
     TransportError,
 )
-from worker.runtime import KeyContext, Permanent, Record, RemoteUnavailable, Retry
+from worker.runtime import (
+    KeyContext,
+    Permanent,
+    Record,
+    RemoteRefused,
+    RemoteUnavailable,
+    Retry,
+)
 from worker.runtime.deadletter import record_dead_letter, timer_dead_letter
 from worker.settings import Settings
 from worker.trades.events import build_event, encode_event, event_headers
@@ -336,7 +344,7 @@ class TradesHandler:
                 await self._ensure_scheduled(record, ctx)
             return None
         except PooulError as exc:
-            if timer and not isinstance(exc, TransportError):
+            if timer and not isinstance(exc, TransportError | RequestRefused):
                 # The next check is the retry (a runtime retry could exhaust and drop the timer).
                 log.info(
                     "reconciliation query failed; rescheduled",
@@ -344,10 +352,11 @@ class TradesHandler:
                 )
                 await self._reschedule(record, ctx, advance=advance)
                 return None
-            # Pooul unreachable (RemoteUnavailable: never exhausts, feeds the circuit breaker),
-            # or a signal's query failed: make sure reconciliation will find the trade.
+            # Pooul unreachable or refusing (from a timer: RemoteUnavailable, never exhausts,
+            # feeds the circuit breaker), or a signal's query failed: make sure reconciliation
+            # will find the trade.
             await self._ensure_scheduled(record, ctx)
-            raise _runtime_error(exc) from exc
+            raise _runtime_error(exc, timer=timer) from exc
         except Permanent:
             if timer:
                 await self._reschedule(record, ctx, advance=advance)
@@ -590,8 +599,11 @@ class TradesHandler:
             raise Permanent("unreadable_state", str(exc)[:1000]) from None
 
 
-def _runtime_error(exc: PooulError) -> Exception:
-    """The runtime's flow-control exception for a failed query."""
+def _runtime_error(exc: PooulError, *, timer: bool = False) -> Exception:
+    """The runtime's flow-control exception for a failed query. A refusal on the way (HTTP 4xx)
+    is counted for a signal (its retries end in a dead letter; reconciliation still finds the
+    trade) and an outage for a timer (a timer whose retries ran out would be dropped); a
+    breaker failure either way."""
     reason = type(exc).__name__
     if isinstance(exc, MerchantKeyMissing):
         return Permanent("merchant_key_missing", str(exc))
@@ -600,8 +612,10 @@ def _runtime_error(exc: PooulError) -> Exception:
         # retrying in seconds gets the same answer. The trade stays scheduled for
         # reconciliation, which asks again on its own schedule.
         return Permanent("unreadable_answer", str(exc)[:1000])
-    if isinstance(exc, TransportError):
+    if isinstance(exc, TransportError) or (timer and isinstance(exc, RequestRefused)):
         return RemoteUnavailable(f"pooul_unavailable: {exc}")
+    if isinstance(exc, RequestRefused):
+        return RemoteRefused(f"pooul_refused: {exc}")
     if exc.retryable:
         return Retry(f"{reason}: {exc}")
     if isinstance(exc, PlatformError):
