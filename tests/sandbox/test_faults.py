@@ -99,6 +99,26 @@ async def test_error_status_and_query_without_pay_link(sandbox, http):
     assert stats["calls"]["pay"] == {"http_403": 1, "0": 1}
 
 
+async def test_loose_types_send_amounts_as_text_and_unlisted_fields(sandbox, http, notify_receiver):
+    """`loose_types`: query answers and notifies carry `total_fee` as a string and a field the
+    docs do not list, signed as sent — verifying over the raw `data` still works, over a
+    re-serialised model it would not."""
+    await _faults(http, sandbox, loose_types=True)
+    status, created = await _pay(http, sandbox, notify_url=notify_receiver.url)
+    assert status == 200 and created["code"] == 0
+    trade_id = created["data"]["trade_id"]
+    fields = {"merchant_id": MERCHANT_ID, "trade_id": trade_id}
+    queried = await call(http, sandbox.url, QUERY, fields, MERCHANT_KEY)
+    assert isinstance(queried["data"]["total_fee"], str)
+    assert "sandbox_unlisted" in queried["data"]
+    assert data_verifies(queried, MERCHANT_KEY)
+    await control(http, sandbox.url, "POST", f"/sandbox/orders/{trade_id}/pay")
+    [received] = await notify_receiver.wait_for(1)
+    notified = received.json
+    assert isinstance(notified["data"]["total_fee"], str)
+    assert "sandbox_unlisted" in notified["data"] and data_verifies(notified, MERCHANT_KEY)
+
+
 async def test_global_faults_apply_to_merchants_without_their_own(sandbox, http):
     """A global 601 rate hits every merchant except one with its own config, which replaces it;
     a 601 on pay creates nothing, a 601 on query answers no data."""

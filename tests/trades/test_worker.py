@@ -426,3 +426,20 @@ async def test_a_notify_of_another_merchant_first_does_not_keep_the_real_ones_pa
     [event] = rig.events_of(order.trade_id)
     assert event.type == "com.pooul.payment.succeeded"
     assert event.data.merchant_id == OTHER_MERCHANT_ID
+
+
+async def test_loosely_typed_notifies_and_answers_still_give_the_right_event(world: World) -> None:
+    """The platform may send `total_fee` as `"100"` and fields the docs do not list (sandbox
+    fault `loose_types`): the ingress verifies over the raw data, the worker reads the amount,
+    and the paid event carries 100 fen."""
+    rig = world.rig
+    await rig.faults(merchant_id=OTHER_MERCHANT_ID, loose_types=True)
+    try:
+        order = await rig.create_order(merchant_id=OTHER_MERCHANT_ID, total_fee=100)
+        await rig.pay(order.trade_id)
+        await wait_until(lambda: len(rig.events_of(order.trade_id)) == 1, what="the paid event")
+    finally:
+        await rig.clear_faults()
+    [event] = rig.events_of(order.trade_id)
+    assert event.type == "com.pooul.payment.succeeded"
+    assert event.data.total_fee == 100

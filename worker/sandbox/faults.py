@@ -43,6 +43,9 @@ class FaultConfig(BaseModel):
     forge_notify_rate: float = _Rate
     # Off: query answers leave out token_id/pay_url/appid, as the platform's documented query.
     query_pay_link: bool = True
+    # On: notifies and query answers carry `total_fee` as a string and a field the docs do not
+    # list, as the platform may (catches a merchant verifying over a re-serialised model).
+    loose_types: bool = False
     # Any platform code, documented or not, answered instead of the call's effect: the codes a
     # well-formed request cannot provoke (201 merchant disabled, 1500, 108...) become testable.
     force_code: StrictInt | None = Field(default=None, gt=0)

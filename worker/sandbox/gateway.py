@@ -26,7 +26,7 @@ from aiohttp import web
 
 from schemas.codes import ResultCode
 from worker.pooul.signing import verify_any
-from worker.sandbox.core import SANDBOX_KEY, NewOrder, Sandbox, TransitionError
+from worker.sandbox.core import SANDBOX_KEY, NewOrder, Sandbox, TransitionError, loosened
 from worker.sandbox.faults import Endpoint, FaultConfig
 from worker.sandbox.store import Order
 
@@ -372,7 +372,8 @@ def _query(
 ) -> _Answer:
     order = _lookup(sandbox, fields, merchant_id)
     _channel_timeout(sandbox, config)
-    return _Answer(data=sandbox.query_data(order, pay_link=config.query_pay_link))
+    data = sandbox.query_data(order, pay_link=config.query_pay_link)
+    return _Answer(data=loosened(data) if config.loose_types else data)
 
 
 def _close(
