@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from schemas.codes import ResultCode
 from schemas.orders import OrderCreated, OrderFailed, OrderRejected, OrderRequest
@@ -219,8 +219,7 @@ class OrdersHandler:
         """The answer to a repeat of an order this worker created."""
         conflict = check_repeat(stored, request)
         if conflict is not None:
-            self._metrics.conflicts.labels(source="state").inc()
-            return self._conflict(request, conflict, requested_at=requested_at)
+            return self._conflict(request, conflict, requested_at=requested_at, source="state")
         if stored.expires_at <= self._clock():
             # Its pay_url may be dead: ask the platform whether the order ended unpaid.
             try:
@@ -242,8 +241,9 @@ class OrdersHandler:
             else:
                 conflict = check_late_repeat(stored, request, existing)
                 if conflict is not None:
-                    self._metrics.conflicts.labels(source="platform").inc()
-                    return self._conflict(request, conflict, requested_at=requested_at)
+                    return self._conflict(
+                        request, conflict, requested_at=requested_at, source="platform"
+                    )
         return created_result(request, stored, requested_at=requested_at, now=self._clock())
 
     async def _create(
@@ -261,8 +261,9 @@ class OrdersHandler:
         if unsaved is not None:
             conflict = check_repeat(unsaved, request)
             if conflict is not None:
-                self._metrics.conflicts.labels(source="state").inc()
-                raise _Failed(self._conflict(request, conflict, requested_at=requested_at))
+                raise _Failed(
+                    self._conflict(request, conflict, requested_at=requested_at, source="state")
+                )
             return unsaved, "new"
         unified = to_unified_order(request)
         try:
@@ -297,8 +298,9 @@ class OrdersHandler:
             request, existing, now=self._clock(), default_ttl=self._default_ttl
         )
         if isinstance(recovered, Conflict):
-            self._metrics.conflicts.labels(source="platform").inc()
-            raise _Failed(self._conflict(request, recovered, requested_at=requested_at))
+            raise _Failed(
+                self._conflict(request, recovered, requested_at=requested_at, source="platform")
+            )
         log.info(
             why,
             extra={
@@ -432,8 +434,15 @@ class OrdersHandler:
             )
 
     def _conflict(
-        self, request: OrderRequest, conflict: Conflict, *, requested_at: float | None
+        self,
+        request: OrderRequest,
+        conflict: Conflict,
+        *,
+        requested_at: float | None,
+        source: Literal["state", "platform"],
     ) -> OrderFailed:
+        """A `conflict` answer, counted by what showed it (the state, or the platform's order)."""
+        self._metrics.conflicts.labels(source=source).inc()
         return failed_result(
             request,
             reason="conflict",
