@@ -8,9 +8,23 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-__all__ = ["Fen", "LenientFen", "LenientYuanAsFen", "YuanAsFen", "fen_from_yuan", "parse_fen"]
+__all__ = [
+    "Fen",
+    "LenientFen",
+    "LenientYuanAsFen",
+    "YuanAsFen",
+    "ascii_digits",
+    "fen_from_yuan",
+    "parse_fen",
+]
 
 _MAX_YUAN_DIGITS = 15  # `Decimal.adjusted()` of the largest accepted amount
+
+
+def ascii_digits(text: str) -> bool:
+    """0-9 only: `str.isdigit` also takes `²` (which `int` refuses) and full-width or
+    Arabic-Indic digits (which it takes, and the platform would not)."""
+    return text.isascii() and text.isdigit()
 
 
 def parse_fen(value: Any) -> int:
@@ -20,7 +34,7 @@ def parse_fen(value: Any) -> int:
         raise ValueError("an amount in fen must be an integer, not a boolean")
     if isinstance(value, int):
         fen = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+    elif isinstance(value, str) and ascii_digits(value.strip()):
         fen = int(value.strip())
     elif isinstance(value, float) and value.is_integer():
         fen = int(value)

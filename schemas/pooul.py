@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from schemas.money import Fen, LenientFen, LenientYuanAsFen, fen_from_yuan
+from schemas.money import Fen, LenientFen, LenientYuanAsFen, ascii_digits, fen_from_yuan
 from schemas.trade_state import TradeState
 
 __all__ = [
@@ -213,7 +213,7 @@ def parse_platform_time(value: str | int | None) -> datetime | None:
     if value is None or value == "":
         return None
     text = str(value).strip()
-    if text.isascii() and text.isdigit() and len(text) == 10:
+    if ascii_digits(text) and len(text) == 10:
         return datetime.fromtimestamp(int(text), UTC)
     for fmt in ("%Y%m%d%H%M%S", "%Y-%m-%d %H:%M:%S"):
         try:

@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from schemas.codes import ResultCode
+from schemas.money import ascii_digits
 from worker.pooul.signing import verify_any
 from worker.sandbox.core import SANDBOX_KEY, NewOrder, Sandbox, TransitionError, loosened
 from worker.sandbox.faults import Endpoint, FaultConfig
@@ -235,21 +236,15 @@ def _unix_seconds(fields: Mapping[str, Any], name: str) -> int | None:
     if value is None or value == "":
         return None
     text = str(value)
-    if isinstance(value, bool) or not _ascii_digits(text) or len(text) != 10:
+    if isinstance(value, bool) or not ascii_digits(text) or len(text) != 10:
         raise _invalid(name, "Unix seconds (10 digits) expected")
     return int(text)
-
-
-def _ascii_digits(text: str) -> bool:
-    """0-9 only: `str.isdigit` also takes `²` (which `int` refuses) and full-width or
-    Arabic-Indic digits (which it takes, and the platform would not)."""
-    return text.isascii() and text.isdigit()
 
 
 def _positive_fen(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         amount = value
-    elif isinstance(value, str) and _ascii_digits(value):
+    elif isinstance(value, str) and ascii_digits(value):
         amount = int(value)
     else:
         raise _invalid("total_fee", f"an integer amount in fen is required, got {value!r}")
