@@ -288,9 +288,9 @@ class Settings(BaseSettings):
     @field_validator("pooul_notify_url")
     @classmethod
     def _notify_url(cls, value: str | None) -> str | None:
-        """What the platform accepts as `notify_url` (an order request's own is held to the same
-        rule): checked here, or every order relying on it would fail at the platform call. A
-        trailing slash is dropped, as always: the ingress serves `/pooul/notify`."""
+        """What the platform accepts as `notify_url` (an order request's own `notify_url` rule,
+        plus a host): checked here, or every order relying on it would fail at the platform
+        call. A trailing slash is dropped, as always: the ingress serves `/pooul/notify`."""
         if value is None:
             return None
         if not _NOTIFY_URL.fullmatch(value):
